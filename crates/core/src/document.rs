@@ -1,0 +1,71 @@
+//! Documents, the chunks they are cut into, and the hits a search returns.
+
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
+
+/// Free-form metadata, filterable in searches.
+pub type Metadata = serde_json::Map<String, serde_json::Value>;
+
+/// A source document as ingested: a file or a URL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Document {
+    pub id: String,
+    /// Where it came from: a path or URL, shown in citations.
+    pub source: String,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub metadata: Metadata,
+}
+
+/// Pages `start..=end`, counted from 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageRange {
+    pub start: u32,
+    pub end: u32,
+}
+
+/// A piece of a document, the unit that is embedded, stored and retrieved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Chunk {
+    pub id: String,
+    pub document_id: String,
+    pub text: String,
+    /// The document's source, repeated here so a hit can be cited without another lookup.
+    pub source: String,
+    #[serde(default)]
+    pub pages: Option<PageRange>,
+    /// Headings above this chunk, outermost first.
+    #[serde(default)]
+    pub heading_path: Vec<String>,
+    /// Where the chunk's text lies in the document's extracted text.
+    #[serde(default)]
+    pub byte_range: Option<Range<usize>>,
+    /// Hash of `text`, to tell unchanged chunks on re-ingestion.
+    #[serde(default)]
+    pub content_hash: Option<String>,
+    #[serde(default)]
+    pub metadata: Metadata,
+}
+
+impl Chunk {
+    /// The value a filter sees for `key`: the well-known fields by name (`document_id`, `source`,
+    /// `page` — the first page), anything else from [`Self::metadata`].
+    pub fn field(&self, key: &str) -> Option<serde_json::Value> {
+        match key {
+            "id" => Some(self.id.clone().into()),
+            "document_id" => Some(self.document_id.clone().into()),
+            "source" => Some(self.source.clone().into()),
+            "page" => self.pages.map(|p| p.start.into()),
+            _ => self.metadata.get(key).cloned(),
+        }
+    }
+}
+
+/// A chunk found by a search, with its score (higher is better; the scale depends on the mode).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchHit {
+    pub chunk: Chunk,
+    pub score: f32,
+}

@@ -1,0 +1,55 @@
+//! Provider-level traits: what the stack builds from one `[[providers.<api>]]` entry of the config,
+//! and asks for the models, stores, shields and tools it routes to.
+//!
+//! Building a provider must be cheap (no model loading, no network): the stack builds every
+//! configured provider to validate a config. Heavy work happens when a model or store is first asked for.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::chat::ChatModel;
+use crate::embed::Embedder;
+use crate::error::{ChatError, EmbedError, ShieldError, ToolError, VectorStoreError};
+use crate::shield::Shield;
+use crate::tool::Tool;
+use crate::vector::VectorStore;
+
+/// A source of chat models and embedders (a local runtime, a remote endpoint).
+#[async_trait]
+pub trait InferenceProvider: Send + Sync {
+    /// The chat model this provider knows as `name` (a file, a remote model name).
+    async fn chat_model(&self, name: &str) -> Result<Arc<dyn ChatModel>, ChatError>;
+
+    /// The embedder this provider knows as `name`.
+    async fn embedder(&self, name: &str) -> Result<Arc<dyn Embedder>, EmbedError>;
+}
+
+/// A place vector stores live (an embedded directory, a Qdrant cluster).
+#[async_trait]
+pub trait VectorIoProvider: Send + Sync {
+    /// Opens the store named `name`, creating it for `dimension`-dimensional vectors if it is new.
+    async fn open_store(
+        &self,
+        name: &str,
+        dimension: usize,
+    ) -> Result<Arc<dyn VectorStore>, VectorStoreError>;
+}
+
+/// A kind of shield (Llama Guard, PII, rules).
+#[async_trait]
+pub trait SafetyProvider: Send + Sync {
+    /// The shield configured under `name` with the shield entry's `params`.
+    async fn shield(
+        &self,
+        name: &str,
+        params: &serde_json::Value,
+    ) -> Result<Arc<dyn Shield>, ShieldError>;
+}
+
+/// A source of tools (built-ins, an MCP server).
+#[async_trait]
+pub trait ToolRuntimeProvider: Send + Sync {
+    /// The tools of the group configured with the tool group entry's `params`.
+    async fn tools(&self, params: &serde_json::Value) -> Result<Vec<Arc<dyn Tool>>, ToolError>;
+}

@@ -1,0 +1,212 @@
+//! Vector stores: chunks with their embeddings, searched by vector, keyword or both.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::document::{Chunk, SearchHit};
+use crate::embed::Embedding;
+use crate::error::VectorStoreError;
+
+/// A chunk ready to store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddedChunk {
+    pub chunk: Chunk,
+    pub embedding: Embedding,
+}
+
+/// How to find chunks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum SearchMode {
+    /// Nearest embeddings.
+    Vector,
+    /// BM25 over the chunk text.
+    Keyword,
+    /// Both, fused.
+    #[default]
+    Hybrid,
+}
+
+/// How hybrid search merges the vector and keyword rankings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Fusion {
+    /// Reciprocal rank fusion: each list adds `1 / (k + rank)`.
+    Rrf { k: f32 },
+    /// Normalised scores mixed as `vector_weight * vector + (1 - vector_weight) * keyword`.
+    Weighted { vector_weight: f32 },
+}
+
+impl Default for Fusion {
+    fn default() -> Self {
+        Self::Rrf { k: 60.0 }
+    }
+}
+
+/// A condition on chunk fields (see [`Chunk::field`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Filter {
+    Eq {
+        key: String,
+        value: serde_json::Value,
+    },
+    In {
+        key: String,
+        values: Vec<serde_json::Value>,
+    },
+    /// A numeric field within `[gte, lte]`; a missing bound is open.
+    Range {
+        key: String,
+        gte: Option<f64>,
+        lte: Option<f64>,
+    },
+    And {
+        filters: Vec<Filter>,
+    },
+    Or {
+        filters: Vec<Filter>,
+    },
+    Not {
+        filter: Box<Filter>,
+    },
+}
+
+impl Filter {
+    pub fn eq(key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
+        Self::Eq {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    /// Whether a chunk passes. This is the reference meaning of a filter: stores that filter
+    /// elsewhere (in a query language, on a server) must agree with it.
+    pub fn matches(&self, chunk: &Chunk) -> bool {
+        match self {
+            Self::Eq { key, value } => chunk.field(key).as_ref() == Some(value),
+            Self::In { key, values } => chunk.field(key).is_some_and(|v| values.contains(&v)),
+            Self::Range { key, gte, lte } => chunk
+                .field(key)
+                .and_then(|v| v.as_f64())
+                .is_some_and(|v| gte.is_none_or(|lo| v >= lo) && lte.is_none_or(|hi| v <= hi)),
+            Self::And { filters } => filters.iter().all(|f| f.matches(chunk)),
+            Self::Or { filters } => filters.iter().any(|f| f.matches(chunk)),
+            Self::Not { filter } => !filter.matches(chunk),
+        }
+    }
+}
+
+/// A search. Vector and hybrid modes need `embedding` (the query text embedded by the store's
+/// embedder); keyword and hybrid modes use `text`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchQuery {
+    pub text: String,
+    #[serde(default)]
+    pub embedding: Option<Embedding>,
+    #[serde(default)]
+    pub mode: SearchMode,
+    #[serde(default)]
+    pub fusion: Fusion,
+    #[serde(default)]
+    pub filter: Option<Filter>,
+    pub top_k: usize,
+    /// Hits scoring below this are dropped.
+    #[serde(default)]
+    pub min_score: Option<f32>,
+}
+
+#[async_trait]
+pub trait VectorStore: Send + Sync {
+    /// Inserts chunks, replacing any with the same id.
+    async fn upsert(&self, chunks: Vec<EmbeddedChunk>) -> Result<(), VectorStoreError>;
+
+    /// Removes every chunk of a document; returns how many there were.
+    async fn delete_document(&self, document_id: &str) -> Result<usize, VectorStoreError>;
+
+    /// The best hits, best first, at most `top_k`.
+    async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>, VectorStoreError>;
+}
+
+#[async_trait]
+impl<S: VectorStore + ?Sized> VectorStore for Arc<S> {
+    async fn upsert(&self, chunks: Vec<EmbeddedChunk>) -> Result<(), VectorStoreError> {
+        (**self).upsert(chunks).await
+    }
+    async fn delete_document(&self, document_id: &str) -> Result<usize, VectorStoreError> {
+        (**self).delete_document(document_id).await
+    }
+    async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>, VectorStoreError> {
+        (**self).search(query).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::document::PageRange;
+    use serde_json::json;
+
+    fn chunk() -> Chunk {
+        let mut metadata = serde_json::Map::new();
+        metadata.insert("lang".into(), json!("de"));
+        metadata.insert("year".into(), json!(2021));
+        Chunk {
+            id: "c1".into(),
+            document_id: "d1".into(),
+            text: "Hallo".into(),
+            source: "docs/a.pdf".into(),
+            pages: Some(PageRange { start: 3, end: 4 }),
+            heading_path: vec![],
+            byte_range: None,
+            content_hash: None,
+            metadata,
+        }
+    }
+
+    #[test]
+    fn filters_see_well_known_fields_and_metadata() {
+        let c = chunk();
+        assert!(Filter::eq("lang", "de").matches(&c));
+        assert!(Filter::eq("source", "docs/a.pdf").matches(&c));
+        assert!(!Filter::eq("lang", "fr").matches(&c));
+        assert!(
+            Filter::In {
+                key: "lang".into(),
+                values: vec![json!("fr"), json!("de")]
+            }
+            .matches(&c)
+        );
+        let range = |gte, lte| Filter::Range {
+            key: "year".into(),
+            gte,
+            lte,
+        };
+        assert!(range(Some(2020.0), Some(2021.0)).matches(&c));
+        assert!(range(None, Some(2020.0)).matches(&c) == false);
+        assert!(
+            Filter::Range {
+                key: "page".into(),
+                gte: Some(3.0),
+                lte: None
+            }
+            .matches(&c)
+        );
+        // A missing field fails every condition on it, and `Not` inverts.
+        assert!(!Filter::eq("missing", 1).matches(&c));
+        assert!(
+            Filter::Not {
+                filter: Box::new(Filter::eq("missing", 1))
+            }
+            .matches(&c)
+        );
+        assert!(
+            Filter::And {
+                filters: vec![Filter::eq("lang", "de"), range(Some(2000.0), None)]
+            }
+            .matches(&c)
+        );
+    }
+}
