@@ -21,6 +21,8 @@ pub mod tool;
 pub mod vector;
 pub mod wrap;
 
+/// Provider traits are async; implement them with this attribute.
+pub use async_trait::async_trait;
 pub use chat::{
     ChatDelta, ChatModel, ChatRequest, ChatResponse, ChatStream, FinishReason, ResponseFormat,
     Sampling, StreamCollector, ToolCallDelta, ToolChoice, Usage,

@@ -1,1 +1,27 @@
-//! placeholder
+//! The config file and what it becomes: a [`Stack`] of providers with routes to them.
+//!
+//! `corral.toml` declares providers per API (inference, vector_io, safety, tool_runtime), the models,
+//! vector stores, shields and tool groups served by them, agent defaults and server settings. Loading
+//! it goes through four steps, each with errors that name the file and the key:
+//!
+//! 1. TOML syntax ([`toml`]);
+//! 2. `${env.NAME}` / `${env.NAME:=default}` interpolation ([`interpolate`]);
+//! 3. typed parsing into [`Config`] (unknown keys are errors, not ignored);
+//! 4. resolution into a [`Stack`]: every provider's own config parsed and the provider built from the
+//!    [`Registry`], and every reference (model → provider, store → embedding model, …) checked.
+//!
+//! A [built-in default](Config::builtin_default) is used when there is no file.
+
+mod config;
+mod error;
+pub mod interpolate;
+mod registry;
+mod stack;
+
+pub use config::{
+    AgentDefaults, Config, ModelEntry, ModelKind, ProviderEntry, Providers, RetrySettings,
+    ServerSettings, ServiceEntry, VectorStoreEntry,
+};
+pub use error::{ConfigError, ConfigErrorKind};
+pub use registry::{Api, ProviderTable, ProviderType, ProviderTypeInfo, Registry};
+pub use stack::{ConfigSource, Route, Stack};

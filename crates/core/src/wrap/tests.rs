@@ -43,7 +43,10 @@ async fn retrying_retries_transient_errors_with_doubling_backoff() {
     ]);
     let retrying = Retrying::new(model, steady());
     let start = Instant::now();
-    let answer = retrying.complete(&request()).await.expect("fourth attempt succeeds");
+    let answer = retrying
+        .complete(&request())
+        .await
+        .expect("fourth attempt succeeds");
     assert_eq!(answer.text, "Paris");
     assert_eq!(retrying.inner().calls(), 4);
     // 0.5 s + 1 s + 2 s of backoff, nothing more.
@@ -90,7 +93,10 @@ async fn retrying_honours_retry_after() {
     let model = ScriptedChatModel::new([Step::Fail(limited.into()), Step::text("Paris")]);
     let retrying = Retrying::new(model, steady());
     let start = Instant::now();
-    retrying.complete(&request()).await.expect("second attempt succeeds");
+    retrying
+        .complete(&request())
+        .await
+        .expect("second attempt succeeds");
     assert_eq!(start.elapsed(), Duration::from_secs(7));
 }
 
@@ -134,8 +140,13 @@ async fn retrying_a_stream_retries_until_the_first_delta_only() {
         Step::text("never reached"),
     ]);
     let retrying = Retrying::new(model, steady());
-    let stream = retrying.stream(&request()).await.expect("second attempt starts");
-    let error = StreamCollector::collect(stream).await.expect_err("breaks mid-way");
+    let stream = retrying
+        .stream(&request())
+        .await
+        .expect("second attempt starts");
+    let error = StreamCollector::collect(stream)
+        .await
+        .expect_err("breaks mid-way");
     match error {
         ChatError::StreamInterrupted { partial_text, .. } => assert_eq!(partial_text, "Par"),
         other => panic!("expected StreamInterrupted, got {other:?}"),
@@ -145,7 +156,10 @@ async fn retrying_a_stream_retries_until_the_first_delta_only() {
 
 #[tokio::test(start_paused = true)]
 async fn timeout_fires_on_a_stalled_call() {
-    let timeout = Timeout::new(ScriptedChatModel::new([Step::Stall]), Duration::from_secs(5));
+    let timeout = Timeout::new(
+        ScriptedChatModel::new([Step::Stall]),
+        Duration::from_secs(5),
+    );
     let start = Instant::now();
     let error = timeout.complete(&request()).await.expect_err("times out");
     assert!(matches!(error, ChatError::Timeout(d) if d == Duration::from_secs(5)));
@@ -157,7 +171,10 @@ async fn timeout_fires_on_a_stalled_call() {
 async fn timeout_lets_a_call_within_the_limit_through() {
     let slow = Step::Delayed(Duration::from_secs(4), Box::new(Step::text("Paris")));
     let timeout = Timeout::new(ScriptedChatModel::new([slow]), Duration::from_secs(5));
-    assert_eq!(timeout.complete(&request()).await.expect("in time").text, "Paris");
+    assert_eq!(
+        timeout.complete(&request()).await.expect("in time").text,
+        "Paris"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -165,13 +182,23 @@ async fn timeout_cuts_a_stream_that_stalls_between_deltas() {
     let model = ScriptedChatModel::new([Step::StreamThenStall(vec![text("Paris "), text("is")])]);
     let timeout = Timeout::new(model, Duration::from_secs(2));
     let mut stream = timeout.stream(&request()).await.expect("starts");
-    assert_eq!(stream.next().await.and_then(Result::ok), text("Paris ").ok());
+    assert_eq!(
+        stream.next().await.and_then(Result::ok),
+        text("Paris ").ok()
+    );
     assert_eq!(stream.next().await.and_then(Result::ok), text("is").ok());
     let start = Instant::now();
-    let error = stream.next().await.expect("an item").expect_err("times out");
+    let error = stream
+        .next()
+        .await
+        .expect("an item")
+        .expect_err("times out");
     assert_eq!(error.kind(), ErrorKind::Timeout);
     assert_eq!(start.elapsed(), Duration::from_secs(2));
-    assert!(stream.next().await.is_none(), "the stream ends after the timeout");
+    assert!(
+        stream.next().await.is_none(),
+        "the stream ends after the timeout"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -179,7 +206,10 @@ async fn retrying_a_timed_out_call_retries_it() {
     let model = ScriptedChatModel::new([Step::Stall, Step::text("Paris")]);
     let model = Retrying::new(Timeout::new(model, Duration::from_secs(1)), steady());
     let start = Instant::now();
-    assert_eq!(model.complete(&request()).await.expect("retried").text, "Paris");
+    assert_eq!(
+        model.complete(&request()).await.expect("retried").text,
+        "Paris"
+    );
     assert_eq!(start.elapsed(), Duration::from_millis(1500));
 }
 
@@ -196,7 +226,10 @@ async fn fallback_moves_on_when_another_provider_may_help() {
         let primary = Arc::new(ScriptedChatModel::new([failure(kind)]));
         let secondary = Arc::new(ScriptedChatModel::new([Step::text("from secondary")]));
         let fallback = Fallback::new(primary.clone(), [secondary.clone()]);
-        let answer = fallback.complete(&request()).await.expect("secondary answers");
+        let answer = fallback
+            .complete(&request())
+            .await
+            .expect("secondary answers");
         assert_eq!(answer.text, "from secondary", "after a {kind} error");
         assert_eq!((primary.calls(), secondary.calls()), (1, 1));
     }
@@ -214,10 +247,11 @@ async fn fallback_does_not_send_an_invalid_request_on() {
 
 #[tokio::test]
 async fn fallback_returns_the_last_error_when_every_provider_fails() {
-    let chain: Vec<Arc<ScriptedChatModel>> = [ErrorKind::Transient, ErrorKind::Auth, ErrorKind::Timeout]
-        .into_iter()
-        .map(|kind| Arc::new(ScriptedChatModel::new([failure(kind)])))
-        .collect();
+    let chain: Vec<Arc<ScriptedChatModel>> =
+        [ErrorKind::Transient, ErrorKind::Auth, ErrorKind::Timeout]
+            .into_iter()
+            .map(|kind| Arc::new(ScriptedChatModel::new([failure(kind)])))
+            .collect();
     let fallback = Fallback::new(chain[0].clone(), chain[1..].iter().cloned());
     let error = fallback.complete(&request()).await.expect_err("all fail");
     assert_eq!(error.kind(), ErrorKind::Timeout);
@@ -227,7 +261,9 @@ async fn fallback_returns_the_last_error_when_every_provider_fails() {
 #[tokio::test]
 async fn fallback_stream_moves_on_only_before_the_first_delta() {
     let reset = ProviderError::new(ErrorKind::Transient, "connection reset");
-    let primary = Arc::new(ScriptedChatModel::new([Step::Stream(vec![Err(reset.into())])]));
+    let primary = Arc::new(ScriptedChatModel::new([Step::Stream(vec![Err(
+        reset.into()
+    )])]));
     let secondary = Arc::new(ScriptedChatModel::new([Step::text("from secondary")]));
     let fallback = Fallback::new(primary.clone(), [secondary.clone()]);
     let stream = fallback.stream(&request()).await.expect("secondary starts");
@@ -246,11 +282,17 @@ async fn composed_fallback_over_retrying_over_timeout() {
         ..steady()
     };
     let wrap = |m: Arc<ScriptedChatModel>| -> Arc<dyn ChatModel> {
-        Arc::new(Retrying::new(Timeout::new(m, Duration::from_secs(1)), policy.clone()))
+        Arc::new(Retrying::new(
+            Timeout::new(m, Duration::from_secs(1)),
+            policy.clone(),
+        ))
     };
     let model = Fallback::new(wrap(primary.clone()), [wrap(secondary.clone())]);
     let start = Instant::now();
-    assert_eq!(model.complete(&request()).await.expect("answers").text, "from secondary");
+    assert_eq!(
+        model.complete(&request()).await.expect("answers").text,
+        "from secondary"
+    );
     assert_eq!((primary.calls(), secondary.calls()), (2, 1));
     assert_eq!(start.elapsed(), Duration::from_millis(2500));
 }

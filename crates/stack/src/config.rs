@@ -1,0 +1,439 @@
+//! The typed form of `corral.toml`.
+
+use std::time::Duration;
+
+use corral_core::RetryPolicy;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ConfigError, ConfigErrorKind};
+use crate::interpolate::{self, Env, ExpandError};
+
+/// The whole config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Format version; 1 is the only one so far.
+    #[serde(default = "version_1")]
+    pub version: u32,
+    #[serde(default)]
+    pub providers: Providers,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<ModelEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vector_stores: Vec<VectorStoreEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shields: Vec<ServiceEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_groups: Vec<ServiceEntry>,
+    #[serde(default)]
+    pub agent: AgentDefaults,
+    #[serde(default)]
+    pub server: ServerSettings,
+}
+
+fn version_1() -> u32 {
+    1
+}
+
+/// Provider instances, per API. Each has an id that models, stores, shields and tool groups name.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Providers {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inference: Vec<ProviderEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vector_io: Vec<ProviderEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub safety: Vec<ProviderEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_runtime: Vec<ProviderEntry>,
+}
+
+/// One provider instance: `type` picks the implementation, `config` is that implementation's own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderEntry {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub provider_type: String,
+    #[serde(default, skip_serializing_if = "toml::Table::is_empty")]
+    pub config: toml::Table,
+    /// Inference only: the time limit for a call (for a stream, for each wait between deltas).
+    #[serde(
+        default,
+        deserialize_with = "lenient::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timeout_secs: Option<f64>,
+    /// Inference only: retries on transient errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetrySettings>,
+}
+
+impl ProviderEntry {
+    /// The configured time limit. Validated positive and finite when the stack is built.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout_secs.map(Duration::from_secs_f64)
+    }
+}
+
+/// `[providers.inference.retry]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySettings {
+    #[serde(default = "three", deserialize_with = "lenient::value")]
+    pub max_attempts: u32,
+    #[serde(default = "half_second", deserialize_with = "lenient::value")]
+    pub initial_backoff_ms: u64,
+    #[serde(default = "thirty_seconds", deserialize_with = "lenient::value")]
+    pub max_backoff_ms: u64,
+    #[serde(default = "yes", deserialize_with = "lenient::value")]
+    pub jitter: bool,
+}
+
+fn three() -> u32 {
+    3
+}
+fn half_second() -> u64 {
+    500
+}
+fn thirty_seconds() -> u64 {
+    30_000
+}
+fn yes() -> bool {
+    true
+}
+
+impl RetrySettings {
+    pub fn policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.max_attempts,
+            initial_backoff: Duration::from_millis(self.initial_backoff_ms),
+            max_backoff: Duration::from_millis(self.max_backoff_ms),
+            jitter: self.jitter,
+        }
+    }
+}
+
+/// What a model is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// A chat (LLM) model. `llm`, Llama Stack's word, is accepted too.
+    #[serde(alias = "llm")]
+    Chat,
+    Embedding,
+}
+
+impl std::fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Chat => "chat",
+            Self::Embedding => "embedding",
+        })
+    }
+}
+
+/// `[[models]]`: a model id that clients use, routed to an inference provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelEntry {
+    pub id: String,
+    /// The id of an inference provider.
+    pub provider: String,
+    /// The provider's own name for the model (a file, a remote model name); defaults to `id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_model: Option<String>,
+    pub kind: ModelKind,
+    /// Model ids to try, in order, when this one fails in a way another provider may not. Not
+    /// transitive: a fallback's own fallbacks are not followed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<String>,
+}
+
+impl ModelEntry {
+    pub fn provider_model(&self) -> &str {
+        self.provider_model.as_deref().unwrap_or(&self.id)
+    }
+}
+
+/// `[[vector_stores]]`: a named store on a vector_io provider, with the embedding model that fills it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VectorStoreEntry {
+    pub id: String,
+    /// The id of a vector_io provider.
+    pub provider: String,
+    /// The id of an embedding model.
+    pub embedding_model: String,
+}
+
+/// `[[shields]]` and `[[tool_groups]]`: an id served by a provider, with parameters for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceEntry {
+    pub id: String,
+    /// The id of a safety (for shields) or tool_runtime (for tool groups) provider.
+    pub provider: String,
+    #[serde(default, skip_serializing_if = "toml::Table::is_empty")]
+    pub params: toml::Table,
+}
+
+/// `[agent]`: what an agent uses when neither code nor a request says otherwise.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentDefaults {
+    /// A chat model id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instructions: Option<String>,
+    /// Inference calls allowed in one turn before it stops.
+    #[serde(default = "ten", deserialize_with = "lenient::value")]
+    pub max_infer_iters: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vector_stores: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_groups: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub input_shields: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub output_shields: Vec<String>,
+}
+
+fn ten() -> u32 {
+    10
+}
+
+impl Default for AgentDefaults {
+    fn default() -> Self {
+        Self {
+            model: None,
+            instructions: None,
+            max_infer_iters: ten(),
+            vector_stores: Vec::new(),
+            tool_groups: Vec::new(),
+            input_shields: Vec::new(),
+            output_shields: Vec::new(),
+        }
+    }
+}
+
+/// `[server]`: where `corral serve` listens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    #[serde(default = "loopback")]
+    pub host: String,
+    #[serde(default = "port_8321", deserialize_with = "lenient::value")]
+    pub port: u16,
+}
+
+fn loopback() -> String {
+    "127.0.0.1".into()
+}
+fn port_8321() -> u16 {
+    8321
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            host: loopback(),
+            port: port_8321(),
+        }
+    }
+}
+
+pub(crate) const BUILTIN_ORIGIN: &str = "<built-in default>";
+const BUILTIN_TOML: &str = include_str!("default.toml");
+
+impl Config {
+    /// Parses a config from TOML text, expanding `${env.…}` placeholders from `env`. `origin` names
+    /// the text in errors (usually its path).
+    pub fn from_toml_str(text: &str, origin: &str, env: &dyn Env) -> Result<Self, ConfigError> {
+        let mut value: toml::Value = toml::from_str(text).map_err(|e| {
+            ConfigError::new(
+                origin,
+                None,
+                ConfigErrorKind::Syntax,
+                format!("not valid TOML: {}", e.message().trim_end()),
+            )
+            .with_location(text, e.span())
+        })?;
+        interpolate::interpolate(&mut value, env).map_err(|(key, error)| match error {
+            ExpandError::Missing(name) => ConfigError::new(
+                origin,
+                key,
+                ConfigErrorKind::MissingEnv,
+                format!(
+                    "environment variable {name} is not set (set it, or write ${{env.{name}:=default}})"
+                ),
+            ),
+            ExpandError::Malformed(problem) => {
+                ConfigError::new(origin, key, ConfigErrorKind::BadValue, problem)
+            }
+        })?;
+        deserialize_at(value, origin, "")
+    }
+
+    /// Reads and parses a config file, with the process environment.
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(
+                &origin,
+                None,
+                ConfigErrorKind::Io,
+                format!("cannot read the config file: {e}"),
+            )
+        })?;
+        Self::from_toml_str(&text, &origin, &interpolate::ProcessEnv)
+    }
+
+    /// The config used when there is no file.
+    pub fn builtin_default() -> Result<Self, ConfigError> {
+        Self::from_toml_str(BUILTIN_TOML, BUILTIN_ORIGIN, &interpolate::ProcessEnv)
+    }
+
+    /// The config as TOML, e.g. to write out the default as a starting point.
+    pub fn to_toml_string(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string_pretty(self)
+    }
+}
+
+impl ConfigError {
+    /// Adds "line L, column C" for a byte span of `text`.
+    fn with_location(mut self, text: &str, span: Option<std::ops::Range<usize>>) -> Self {
+        if let Some(span) = span {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            self.problem = format!("line {line}, column {column}: {}", self.problem);
+        }
+        self
+    }
+}
+
+/// Deserializes `value` into `T`, turning serde's message into a [`ConfigError`] whose key is
+/// `prefix` joined with the path inside `value`.
+pub(crate) fn deserialize_at<T: serde::de::DeserializeOwned>(
+    value: toml::Value,
+    origin: &str,
+    prefix: &str,
+) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let inner = error.path().to_string();
+        let mut key = join(prefix, if inner == "." { "" } else { &inner });
+        let message = error.into_inner().message().trim_end().to_string();
+        let (kind, problem) = if let Some(field) = between(&message, "missing field `", "`") {
+            key = join(&key, field);
+            (
+                ConfigErrorKind::MissingKey,
+                "required key is missing".to_string(),
+            )
+        } else if let Some(field) = between(&message, "unknown field `", "`") {
+            // serde_path_to_error already ends the path with the unknown key.
+            if !key.ends_with(field) {
+                key = join(&key, field);
+            }
+            let expected = message
+                .split_once(", expected ")
+                .map(|(_, rest)| format!(" (expected {rest})"))
+                .unwrap_or_default();
+            (
+                ConfigErrorKind::UnknownKey,
+                format!("unknown key{expected}"),
+            )
+        } else {
+            (ConfigErrorKind::BadValue, message)
+        };
+        ConfigError::new(origin, (!key.is_empty()).then_some(key), kind, problem)
+    })
+}
+
+fn join(prefix: &str, rest: &str) -> String {
+    match (prefix.is_empty(), rest.is_empty()) {
+        (true, _) => rest.to_string(),
+        (false, true) => prefix.to_string(),
+        (false, false) if rest.starts_with('[') => format!("{prefix}{rest}"),
+        (false, false) => format!("{prefix}.{rest}"),
+    }
+}
+
+fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let after = text.strip_prefix(start)?;
+    after.split_once(end).map(|(inside, _)| inside)
+}
+
+/// Numbers and booleans that may also be written as strings, so that `${env.…}` can supply them.
+pub(crate) mod lenient {
+    use std::fmt;
+    use std::marker::PhantomData;
+    use std::str::FromStr;
+
+    use serde::de::{self, Deserializer, Visitor};
+
+    struct Lenient<T>(PhantomData<T>);
+
+    impl<T: FromStr> Lenient<T>
+    where
+        T::Err: fmt::Display,
+    {
+        fn parse<E: de::Error>(text: &str) -> Result<T, E> {
+            text.trim().parse().map_err(|e| {
+                E::custom(format!(
+                    "invalid value `{text}` for {}: {e}",
+                    std::any::type_name::<T>()
+                ))
+            })
+        }
+    }
+
+    impl<T: FromStr> Visitor<'_> for Lenient<T>
+    where
+        T::Err: fmt::Display,
+    {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(
+                f,
+                "a {}, or a string holding one",
+                std::any::type_name::<T>()
+            )
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+            Self::parse(v)
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+            Self::parse(&v.to_string())
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+            Self::parse(&v.to_string())
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
+            Self::parse(&v.to_string())
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<T, E> {
+            Self::parse(&v.to_string())
+        }
+    }
+
+    pub fn value<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        deserializer.deserialize_any(Lenient(PhantomData))
+    }
+
+    pub fn option<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        value(deserializer).map(Some)
+    }
+}

@@ -1,0 +1,634 @@
+//! The resolved config: built providers, checked references, and routes from ids to providers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use corral_core::{
+    ChatError, ChatModel, EmbedError, Embedder, ErrorKind, Fallback, InferenceProvider,
+    ProviderError, Retrying, SafetyProvider, Shield, ShieldError, Timeout, Tool, ToolError,
+    ToolRuntimeProvider, VectorIoProvider, VectorStore, VectorStoreError,
+};
+use serde::Serialize;
+use tokio::sync::OnceCell;
+
+use crate::config::{BUILTIN_ORIGIN, Config, ModelEntry, ModelKind, ProviderEntry};
+use crate::error::{ConfigError, ConfigErrorKind};
+use crate::registry::{Api, ProviderTable, Registry};
+
+/// Where a config comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    File(PathBuf),
+    BuiltIn,
+}
+
+impl ConfigSource {
+    /// The file named explicitly, else `./corral.toml` when it exists, else the built-in default.
+    pub fn discover(explicit: Option<PathBuf>) -> Self {
+        match explicit {
+            Some(path) => Self::File(path),
+            None if Path::new("corral.toml").is_file() => Self::File("corral.toml".into()),
+            None => Self::BuiltIn,
+        }
+    }
+
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        match self {
+            Self::File(path) => Config::load(path),
+            Self::BuiltIn => Config::builtin_default(),
+        }
+    }
+
+    /// The name errors and listings use for it.
+    pub fn origin(&self) -> String {
+        match self {
+            Self::File(path) => path.display().to_string(),
+            Self::BuiltIn => BUILTIN_ORIGIN.to_string(),
+        }
+    }
+}
+
+/// A model id and where its calls go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Route {
+    pub model: String,
+    pub kind: ModelKind,
+    pub provider: String,
+    pub provider_type: String,
+    pub provider_model: String,
+    pub fallbacks: Vec<String>,
+}
+
+struct Built<P: ?Sized> {
+    entry: ProviderEntry,
+    provider: Arc<P>,
+}
+
+type Cells<T> = HashMap<String, OnceCell<T>>;
+
+/// Providers built from a config, with routes from model, store, shield and tool-group ids to them.
+/// Models, stores, shields and tool groups are built on first use and then shared.
+pub struct Stack {
+    config: Config,
+    origin: String,
+    inference: BTreeMap<String, Built<dyn InferenceProvider>>,
+    vector_io: BTreeMap<String, Built<dyn VectorIoProvider>>,
+    safety: BTreeMap<String, Built<dyn SafetyProvider>>,
+    tool_runtime: BTreeMap<String, Built<dyn ToolRuntimeProvider>>,
+    chat_models: Cells<Arc<dyn ChatModel>>,
+    embedders: Cells<Arc<dyn Embedder>>,
+    vector_stores: Cells<Arc<dyn VectorStore>>,
+    shields: Cells<Arc<dyn Shield>>,
+    tool_groups: Cells<Vec<Arc<dyn Tool>>>,
+}
+
+impl std::fmt::Debug for Stack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stack")
+            .field("origin", &self.origin)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Stack {
+    /// Loads the config from `source` and builds it with the provider types in `registry`.
+    pub fn load(source: &ConfigSource, registry: &Registry) -> Result<Self, ConfigError> {
+        Self::build(source.load()?, &source.origin(), registry)
+    }
+
+    /// Builds every provider of `config` and checks every reference; `origin` names the config in
+    /// errors.
+    pub fn build(config: Config, origin: &str, registry: &Registry) -> Result<Self, ConfigError> {
+        let check = Checker { origin };
+        if config.version != 1 {
+            return Err(check.error(
+                "version",
+                ConfigErrorKind::BadValue,
+                format!(
+                    "unsupported version {}; this build reads version 1",
+                    config.version
+                ),
+            ));
+        }
+        let providers = &config.providers;
+        let inference =
+            check.providers(Api::Inference, &providers.inference, &registry.inference)?;
+        let vector_io =
+            check.providers(Api::VectorIo, &providers.vector_io, &registry.vector_io)?;
+        let safety = check.providers(Api::Safety, &providers.safety, &registry.safety)?;
+        let tool_runtime = check.providers(
+            Api::ToolRuntime,
+            &providers.tool_runtime,
+            &registry.tool_runtime,
+        )?;
+
+        check.unique("models", config.models.iter().map(|m| m.id.as_str()))?;
+        let models_of = |kind: ModelKind| -> Vec<&str> {
+            config
+                .models
+                .iter()
+                .filter(|m| m.kind == kind)
+                .map(|m| m.id.as_str())
+                .collect()
+        };
+        let inference_ids: Vec<&str> = inference.keys().map(String::as_str).collect();
+        for (i, model) in config.models.iter().enumerate() {
+            let key = format!("models[{i}]");
+            check.reference(
+                &format!("{key}.provider"),
+                "inference provider",
+                &model.provider,
+                &inference_ids,
+            )?;
+            for (j, fallback) in model.fallbacks.iter().enumerate() {
+                let at = format!("{key}.fallbacks[{j}]");
+                let same_kind = models_of(model.kind);
+                check.reference(&at, &format!("{} model", model.kind), fallback, &same_kind)?;
+                if fallback == &model.id {
+                    return Err(check.error(
+                        &at,
+                        ConfigErrorKind::BadValue,
+                        "a model cannot be its own fallback",
+                    ));
+                }
+            }
+        }
+
+        check.unique(
+            "vector_stores",
+            config.vector_stores.iter().map(|s| s.id.as_str()),
+        )?;
+        let vector_io_ids: Vec<&str> = vector_io.keys().map(String::as_str).collect();
+        let embedding_models = models_of(ModelKind::Embedding);
+        for (i, store) in config.vector_stores.iter().enumerate() {
+            let key = format!("vector_stores[{i}]");
+            check.reference(
+                &format!("{key}.provider"),
+                "vector_io provider",
+                &store.provider,
+                &vector_io_ids,
+            )?;
+            check.reference(
+                &format!("{key}.embedding_model"),
+                "embedding model",
+                &store.embedding_model,
+                &embedding_models,
+            )?;
+        }
+
+        let safety_ids: Vec<&str> = safety.keys().map(String::as_str).collect();
+        let tool_runtime_ids: Vec<&str> = tool_runtime.keys().map(String::as_str).collect();
+        for (list, entries, what, providers) in [
+            ("shields", &config.shields, "safety provider", &safety_ids),
+            (
+                "tool_groups",
+                &config.tool_groups,
+                "tool_runtime provider",
+                &tool_runtime_ids,
+            ),
+        ] {
+            check.unique(list, entries.iter().map(|e| e.id.as_str()))?;
+            for (i, entry) in entries.iter().enumerate() {
+                check.reference(
+                    &format!("{list}[{i}].provider"),
+                    what,
+                    &entry.provider,
+                    providers,
+                )?;
+            }
+        }
+
+        let agent = &config.agent;
+        if let Some(model) = &agent.model {
+            check.reference(
+                "agent.model",
+                "chat model",
+                model,
+                &models_of(ModelKind::Chat),
+            )?;
+        }
+        if agent.max_infer_iters == 0 {
+            return Err(check.error(
+                "agent.max_infer_iters",
+                ConfigErrorKind::BadValue,
+                "must be at least 1",
+            ));
+        }
+        let ids = |entries: &[crate::config::ServiceEntry]| -> Vec<String> {
+            entries.iter().map(|e| e.id.clone()).collect()
+        };
+        let store_ids: Vec<String> = config.vector_stores.iter().map(|s| s.id.clone()).collect();
+        for (list, refs, what, known) in [
+            (
+                "agent.vector_stores",
+                &agent.vector_stores,
+                "vector store",
+                store_ids,
+            ),
+            (
+                "agent.tool_groups",
+                &agent.tool_groups,
+                "tool group",
+                ids(&config.tool_groups),
+            ),
+            (
+                "agent.input_shields",
+                &agent.input_shields,
+                "shield",
+                ids(&config.shields),
+            ),
+            (
+                "agent.output_shields",
+                &agent.output_shields,
+                "shield",
+                ids(&config.shields),
+            ),
+        ] {
+            let known: Vec<&str> = known.iter().map(String::as_str).collect();
+            for (i, id) in refs.iter().enumerate() {
+                check.reference(&format!("{list}[{i}]"), what, id, &known)?;
+            }
+        }
+        Ok(Self {
+            chat_models: cells(models_of(ModelKind::Chat)),
+            embedders: cells(models_of(ModelKind::Embedding)),
+            vector_stores: cells(config.vector_stores.iter().map(|s| s.id.as_str())),
+            shields: cells(config.shields.iter().map(|s| s.id.as_str())),
+            tool_groups: cells(config.tool_groups.iter().map(|t| t.id.as_str())),
+            config,
+            origin: origin.to_string(),
+            inference,
+            vector_io,
+            safety,
+            tool_runtime,
+        })
+    }
+
+    /// The config this stack was built from, after interpolation.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The file the config came from, or `<built-in default>`.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Every model id with the provider its calls go to.
+    pub fn routes(&self) -> Vec<Route> {
+        self.config
+            .models
+            .iter()
+            .map(|m| Route {
+                model: m.id.clone(),
+                kind: m.kind,
+                provider: m.provider.clone(),
+                provider_type: self.inference[&m.provider].entry.provider_type.clone(),
+                provider_model: m.provider_model().to_string(),
+                fallbacks: m.fallbacks.clone(),
+            })
+            .collect()
+    }
+
+    fn model(&self, id: &str, kind: ModelKind) -> Result<&ModelEntry, String> {
+        match self.config.models.iter().find(|m| m.id == id) {
+            Some(m) if m.kind == kind => Ok(m),
+            Some(m) => Err(format!("`{id}` is an {} model, not a {kind} model", m.kind)),
+            None => {
+                let known: Vec<&str> = self
+                    .config
+                    .models
+                    .iter()
+                    .filter(|m| m.kind == kind)
+                    .map(|m| m.id.as_str())
+                    .collect();
+                Err(format!("unknown {kind} model `{id}`; {}", declared(&known)))
+            }
+        }
+    }
+
+    /// The chat model with this id, built on first use, wrapped in the timeout, retries and
+    /// fallbacks its config asks for.
+    pub async fn chat_model(&self, id: &str) -> Result<Arc<dyn ChatModel>, ChatError> {
+        let entry = self
+            .model(id, ModelKind::Chat)
+            .map_err(ChatError::InvalidRequest)?;
+        let cell = &self.chat_models[&entry.id];
+        cell.get_or_try_init(|| async {
+            let primary = self.resilient_chat_model(entry).await?;
+            if entry.fallbacks.is_empty() {
+                return Ok(primary);
+            }
+            let mut rest = Vec::new();
+            for id in &entry.fallbacks {
+                let fallback = self
+                    .model(id, ModelKind::Chat)
+                    .map_err(ChatError::InvalidRequest)?;
+                rest.push(self.resilient_chat_model(fallback).await?);
+            }
+            Ok(Arc::new(Fallback::new(primary, rest)) as Arc<dyn ChatModel>)
+        })
+        .await
+        .cloned()
+    }
+
+    async fn resilient_chat_model(
+        &self,
+        model: &ModelEntry,
+    ) -> Result<Arc<dyn ChatModel>, ChatError> {
+        let built = &self.inference[&model.provider];
+        let mut chat = built.provider.chat_model(model.provider_model()).await?;
+        if let Some(limit) = built.entry.timeout() {
+            chat = Arc::new(Timeout::new(chat, limit));
+        }
+        if let Some(retry) = &built.entry.retry {
+            chat = Arc::new(Retrying::new(chat, retry.policy()));
+        }
+        Ok(chat)
+    }
+
+    /// The embedding model with this id, built on first use, wrapped like [`Self::chat_model`].
+    pub async fn embedder(&self, id: &str) -> Result<Arc<dyn Embedder>, EmbedError> {
+        let entry = self
+            .model(id, ModelKind::Embedding)
+            .map_err(EmbedError::InvalidRequest)?;
+        let cell = &self.embedders[&entry.id];
+        cell.get_or_try_init(|| async {
+            let primary = self.resilient_embedder(entry).await?;
+            if entry.fallbacks.is_empty() {
+                return Ok(primary);
+            }
+            let mut rest = Vec::new();
+            for id in &entry.fallbacks {
+                let fallback = self.model(id, ModelKind::Embedding).map_err(EmbedError::InvalidRequest)?;
+                let embedder = self.resilient_embedder(fallback).await?;
+                if embedder.dimension() != primary.dimension() {
+                    return Err(EmbedError::InvalidRequest(format!(
+                        "embedding model `{}` falls back to `{id}`, but their vectors differ in length ({} and {})",
+                        entry.id,
+                        primary.dimension(),
+                        embedder.dimension()
+                    )));
+                }
+                rest.push(embedder);
+            }
+            Ok(Arc::new(Fallback::new(primary, rest)) as Arc<dyn Embedder>)
+        })
+        .await
+        .cloned()
+    }
+
+    async fn resilient_embedder(
+        &self,
+        model: &ModelEntry,
+    ) -> Result<Arc<dyn Embedder>, EmbedError> {
+        let built = &self.inference[&model.provider];
+        let mut embedder = built.provider.embedder(model.provider_model()).await?;
+        if let Some(limit) = built.entry.timeout() {
+            embedder = Arc::new(Timeout::new(embedder, limit));
+        }
+        if let Some(retry) = &built.entry.retry {
+            embedder = Arc::new(Retrying::new(embedder, retry.policy()));
+        }
+        Ok(embedder)
+    }
+
+    /// The vector store with this id, opened on first use with its embedding model's dimension.
+    pub async fn vector_store(&self, id: &str) -> Result<Arc<dyn VectorStore>, VectorStoreError> {
+        let Some(entry) = self.config.vector_stores.iter().find(|s| s.id == id) else {
+            let known: Vec<&str> = self
+                .config
+                .vector_stores
+                .iter()
+                .map(|s| s.id.as_str())
+                .collect();
+            return Err(VectorStoreError::InvalidRequest(format!(
+                "unknown vector store `{id}`; {}",
+                declared(&known)
+            )));
+        };
+        self.vector_stores[id]
+            .get_or_try_init(|| async {
+                let embedder = self.embedder(&entry.embedding_model).await.map_err(|e| {
+                    VectorStoreError::Provider(ProviderError::new(
+                        ErrorKind::Permanent,
+                        format!(
+                            "vector store `{id}` needs embedding model `{}`: {e}",
+                            entry.embedding_model
+                        ),
+                    ))
+                })?;
+                let built = &self.vector_io[&entry.provider];
+                built.provider.open_store(id, embedder.dimension()).await
+            })
+            .await
+            .cloned()
+    }
+
+    /// The shield with this id, built on first use.
+    pub async fn shield(&self, id: &str) -> Result<Arc<dyn Shield>, ShieldError> {
+        let Some(entry) = self.config.shields.iter().find(|s| s.id == id) else {
+            let known: Vec<&str> = self.config.shields.iter().map(|s| s.id.as_str()).collect();
+            return Err(ShieldError::InvalidRequest(format!(
+                "unknown shield `{id}`; {}",
+                declared(&known)
+            )));
+        };
+        self.shields[id]
+            .get_or_try_init(|| async {
+                let params = params_json(&entry.params).map_err(ShieldError::InvalidRequest)?;
+                self.safety[&entry.provider]
+                    .provider
+                    .shield(id, &params)
+                    .await
+            })
+            .await
+            .cloned()
+    }
+
+    /// The tools of the tool group with this id, built on first use.
+    pub async fn tool_group(&self, id: &str) -> Result<Vec<Arc<dyn Tool>>, ToolError> {
+        let Some(entry) = self.config.tool_groups.iter().find(|t| t.id == id) else {
+            let known: Vec<&str> = self
+                .config
+                .tool_groups
+                .iter()
+                .map(|t| t.id.as_str())
+                .collect();
+            return Err(ToolError::Failed(format!(
+                "unknown tool group `{id}`; {}",
+                declared(&known)
+            )));
+        };
+        self.tool_groups[id]
+            .get_or_try_init(|| async {
+                let params =
+                    params_json(&entry.params).map_err(|problem| ToolError::InvalidArguments {
+                        field: None,
+                        message: problem,
+                    })?;
+                self.tool_runtime[&entry.provider]
+                    .provider
+                    .tools(&params)
+                    .await
+            })
+            .await
+            .cloned()
+    }
+}
+
+fn cells<'a, T>(ids: impl IntoIterator<Item = &'a str>) -> Cells<T> {
+    ids.into_iter()
+        .map(|id| (id.to_string(), OnceCell::new()))
+        .collect()
+}
+
+fn params_json(params: &toml::Table) -> Result<serde_json::Value, String> {
+    serde_json::to_value(params)
+        .map_err(|e| format!("parameters are not representable as JSON: {e}"))
+}
+
+fn declared(known: &[&str]) -> String {
+    if known.is_empty() {
+        "none are declared".to_string()
+    } else {
+        format!("declared: {}", known.join(", "))
+    }
+}
+
+/// Checks on a config, producing errors that name its origin.
+struct Checker<'a> {
+    origin: &'a str,
+}
+
+impl Checker<'_> {
+    fn error(&self, key: &str, kind: ConfigErrorKind, problem: impl Into<String>) -> ConfigError {
+        ConfigError::new(self.origin, key.to_string(), kind, problem)
+    }
+
+    /// Ids must be non-empty and unique within `list`.
+    fn unique<'i>(
+        &self,
+        list: &str,
+        ids: impl Iterator<Item = &'i str>,
+    ) -> Result<(), ConfigError> {
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (i, id) in ids.enumerate() {
+            let key = format!("{list}[{i}].id");
+            if id.trim().is_empty() {
+                return Err(self.error(&key, ConfigErrorKind::BadValue, "an id cannot be empty"));
+            }
+            if let Some(first) = seen.insert(id, i) {
+                return Err(self.error(
+                    &key,
+                    ConfigErrorKind::Duplicate,
+                    format!("duplicate id `{id}` (first declared at {list}[{first}])"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn reference(
+        &self,
+        key: &str,
+        what: &str,
+        id: &str,
+        known: &[&str],
+    ) -> Result<(), ConfigError> {
+        if known.contains(&id) {
+            return Ok(());
+        }
+        Err(self.error(
+            key,
+            ConfigErrorKind::UnknownReference,
+            format!("unknown {what} `{id}`; {}", declared(known)),
+        ))
+    }
+
+    fn providers<P: ?Sized + 'static>(
+        &self,
+        api: Api,
+        entries: &[ProviderEntry],
+        table: &ProviderTable<P>,
+    ) -> Result<BTreeMap<String, Built<P>>, ConfigError> {
+        let list = format!("providers.{api}");
+        self.unique(&list, entries.iter().map(|e| e.id.as_str()))?;
+        let mut built = BTreeMap::new();
+        for (i, entry) in entries.iter().enumerate() {
+            let key = format!("{list}[{i}]");
+            let Some(provider_type) = table.get(&entry.provider_type) else {
+                let known = table.names();
+                let supported = if known.is_empty() {
+                    format!("this build has no {api} provider types")
+                } else {
+                    format!("this build supports: {}", known.join(", "))
+                };
+                return Err(self.error(
+                    &format!("{key}.type"),
+                    ConfigErrorKind::UnknownProviderType,
+                    format!(
+                        "unknown {api} provider type `{}`; {supported}",
+                        entry.provider_type
+                    ),
+                ));
+            };
+            self.resilience(api, &key, entry)?;
+            let provider =
+                provider_type.build(entry.config.clone(), self.origin, &format!("{key}.config"))?;
+            built.insert(
+                entry.id.clone(),
+                Built {
+                    entry: entry.clone(),
+                    provider,
+                },
+            );
+        }
+        Ok(built)
+    }
+
+    /// Timeouts and retries wrap models, so they belong to inference providers only.
+    fn resilience(&self, api: Api, key: &str, entry: &ProviderEntry) -> Result<(), ConfigError> {
+        let only_inference = |setting: &str| {
+            self.error(
+                &format!("{key}.{setting}"),
+                ConfigErrorKind::UnknownKey,
+                format!("`{setting}` applies to inference providers only"),
+            )
+        };
+        if let Some(seconds) = entry.timeout_secs {
+            if api != Api::Inference {
+                return Err(only_inference("timeout_secs"));
+            }
+            if !(seconds.is_finite() && seconds > 0.0) {
+                return Err(self.error(
+                    &format!("{key}.timeout_secs"),
+                    ConfigErrorKind::BadValue,
+                    format!("must be a positive number of seconds, not {seconds}"),
+                ));
+            }
+        }
+        if let Some(retry) = &entry.retry {
+            if api != Api::Inference {
+                return Err(only_inference("retry"));
+            }
+            if retry.max_attempts == 0 {
+                return Err(self.error(
+                    &format!("{key}.retry.max_attempts"),
+                    ConfigErrorKind::BadValue,
+                    "must be at least 1 (1 means no retries)",
+                ));
+            }
+            if retry.initial_backoff_ms > retry.max_backoff_ms {
+                return Err(self.error(
+                    &format!("{key}.retry.initial_backoff_ms"),
+                    ConfigErrorKind::BadValue,
+                    format!("must not exceed max_backoff_ms ({})", retry.max_backoff_ms),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
