@@ -1,1 +1,118 @@
-fn main() {}
+//! The `corral` command: a thin shell over `corral-stack`. Each subcommand parses its arguments,
+//! asks the stack, and prints for people (default) or for programs (`--json`).
+
+mod config_cmd;
+mod providers_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+const EXAMPLES: &str = "\
+Examples:
+  corral config check                    Check ./corral.toml (or the built-in default) and show the stack
+  corral config check -c site.toml --json
+  corral providers                       List the provider types this build supports
+  CORRAL_CONFIG=site.toml corral config check
+
+Config: --config FILE, else $CORRAL_CONFIG, else ./corral.toml, else the built-in default.
+Logging: -v/-vv/-vvv for more, -q for errors only; RUST_LOG overrides both.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "corral",
+    version,
+    long_version = LONG_VERSION.as_str(),
+    about = "Agentic RAG with pluggable providers: local and remote models, vector memory, tools, safety.",
+    after_help = EXAMPLES
+)]
+struct Cli {
+    /// The config file (TOML).
+    #[arg(short, long, global = true, env = "CORRAL_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// More log output (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    verbose: u8,
+
+    /// Only errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Work with the config file.
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCommand),
+    /// List the provider types this build supports, per API.
+    Providers {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+static LONG_VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(long_version);
+
+/// What the binary was built for: local inference speed depends on the SIMD it may use.
+fn long_version() -> String {
+    let simd: Vec<&str> = [
+        ("avx2", cfg!(target_feature = "avx2")),
+        ("fma", cfg!(target_feature = "fma")),
+        ("f16c", cfg!(target_feature = "f16c")),
+        ("avx512f", cfg!(target_feature = "avx512f")),
+        ("neon", cfg!(target_feature = "neon")),
+    ]
+    .into_iter()
+    .filter_map(|(name, on)| on.then_some(name))
+    .collect();
+    format!(
+        "{}\ntarget: {}-{}\nsimd: {}",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::ARCH,
+        std::env::consts::OS,
+        if simd.is_empty() {
+            "none".to_string()
+        } else {
+            simd.join(" ")
+        }
+    )
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    let result = match cli.command {
+        Command::Config(command) => config_cmd::run(command, cli.config),
+        Command::Providers { json } => providers_cmd::run(json),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -185,7 +185,7 @@ mod tests {
             lte,
         };
         assert!(range(Some(2020.0), Some(2021.0)).matches(&c));
-        assert!(range(None, Some(2020.0)).matches(&c) == false);
+        assert!(!range(None, Some(2020.0)).matches(&c));
         assert!(
             Filter::Range {
                 key: "page".into(),

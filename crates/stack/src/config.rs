@@ -277,6 +277,11 @@ impl Config {
         deserialize_at(value, origin, "")
     }
 
+    /// Parses a config from TOML text, with the process environment.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        Self::from_toml_str(text, origin, &interpolate::ProcessEnv)
+    }
+
     /// Reads and parses a config file, with the process environment.
     pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
         let origin = path.display().to_string();
@@ -288,12 +293,12 @@ impl Config {
                 format!("cannot read the config file: {e}"),
             )
         })?;
-        Self::from_toml_str(&text, &origin, &interpolate::ProcessEnv)
+        Self::parse(&text, &origin)
     }
 
     /// The config used when there is no file.
     pub fn builtin_default() -> Result<Self, ConfigError> {
-        Self::from_toml_str(BUILTIN_TOML, BUILTIN_ORIGIN, &interpolate::ProcessEnv)
+        Self::parse(BUILTIN_TOML, BUILTIN_ORIGIN)
     }
 
     /// The config as TOML, e.g. to write out the default as a starting point.

@@ -44,10 +44,8 @@ pub fn interpolate(value: &mut Value, env: &dyn Env) -> Result<(), (String, Expa
 
 fn walk(value: &mut Value, path: String, env: &dyn Env) -> Result<(), (String, ExpandError)> {
     match value {
-        Value::String(s) => {
-            if s.contains('$') {
-                *s = expand(s, env).map_err(|e| (path, e))?;
-            }
+        Value::String(s) if s.contains('$') => {
+            *s = expand(s, env).map_err(|e| (path, e))?;
         }
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {

@@ -1,0 +1,176 @@
+//! `corral config check`: load and build the config, then show the resolved stack.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use corral_stack::{ConfigError, ConfigSource, Registry, Route, Stack};
+use serde::Serialize;
+use serde_json::json;
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the config and print the resolved stack: providers, models and their routes,
+    /// stores, shields, tool groups. Exits 1 when the config is invalid.
+    Check {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(command: ConfigCommand, config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let ConfigCommand::Check { json } = command;
+    let source = ConfigSource::discover(config);
+    let stack = match Stack::load(&source, &Registry::builtin()) {
+        Ok(stack) => stack,
+        Err(error) => return Ok(report_invalid(&error, json)),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary(&stack))?);
+    } else {
+        print_summary(&stack);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report_invalid(error: &ConfigError, json: bool) -> ExitCode {
+    if json {
+        let report = json!({
+            "valid": false,
+            "error": {
+                "origin": error.origin,
+                "key": error.key,
+                "kind": format!("{:?}", error.kind),
+                "problem": error.problem,
+            }
+        });
+        println!("{report:#}");
+    }
+    eprintln!("error: {error}");
+    ExitCode::FAILURE
+}
+
+#[derive(Serialize)]
+struct ProviderRow<'a> {
+    api: &'static str,
+    id: &'a str,
+    #[serde(rename = "type")]
+    provider_type: &'a str,
+}
+
+fn provider_rows(stack: &Stack) -> Vec<ProviderRow<'_>> {
+    let providers = &stack.config().providers;
+    [
+        ("inference", &providers.inference),
+        ("vector_io", &providers.vector_io),
+        ("safety", &providers.safety),
+        ("tool_runtime", &providers.tool_runtime),
+    ]
+    .into_iter()
+    .flat_map(|(api, entries)| {
+        entries.iter().map(move |e| ProviderRow {
+            api,
+            id: &e.id,
+            provider_type: &e.provider_type,
+        })
+    })
+    .collect()
+}
+
+fn summary(stack: &Stack) -> serde_json::Value {
+    let config = stack.config();
+    json!({
+        "valid": true,
+        "origin": stack.origin(),
+        "providers": provider_rows(stack),
+        "routes": stack.routes(),
+        "vector_stores": config.vector_stores,
+        "shields": config.shields,
+        "tool_groups": config.tool_groups,
+        "agent": config.agent,
+        "server": config.server,
+    })
+}
+
+fn print_summary(stack: &Stack) {
+    let config = stack.config();
+    println!("{}: valid", stack.origin());
+
+    println!("\nproviders");
+    let rows = provider_rows(stack);
+    if rows.is_empty() {
+        println!("  (none)");
+    }
+    let id_width = rows.iter().map(|r| r.id.len()).max().unwrap_or(0);
+    for row in &rows {
+        println!(
+            "  {:12}  {:id_width$}  {}",
+            row.api, row.id, row.provider_type
+        );
+    }
+
+    println!("\nmodels");
+    let routes = stack.routes();
+    if routes.is_empty() {
+        println!("  (none)");
+    }
+    let width = routes.iter().map(|r| r.model.len()).max().unwrap_or(0);
+    for Route {
+        model,
+        kind,
+        provider,
+        provider_model,
+        fallbacks,
+        ..
+    } in &routes
+    {
+        let fallbacks = if fallbacks.is_empty() {
+            String::new()
+        } else {
+            format!("  (falls back to {})", fallbacks.join(", "))
+        };
+        println!("  {model:width$}  {kind:9}  {provider} → {provider_model}{fallbacks}");
+    }
+
+    if !config.vector_stores.is_empty() {
+        println!("\nvector stores");
+        for store in &config.vector_stores {
+            println!(
+                "  {}  on {}, embedded by {}",
+                store.id, store.provider, store.embedding_model
+            );
+        }
+    }
+    for (title, entries) in [
+        ("shields", &config.shields),
+        ("tool groups", &config.tool_groups),
+    ] {
+        if !entries.is_empty() {
+            println!("\n{title}");
+            for entry in entries {
+                println!("  {}  on {}", entry.id, entry.provider);
+            }
+        }
+    }
+
+    let agent = &config.agent;
+    println!("\nagent");
+    println!(
+        "  model            {}",
+        agent.model.as_deref().unwrap_or("(none)")
+    );
+    println!("  max_infer_iters  {}", agent.max_infer_iters);
+    for (name, list) in [
+        ("vector_stores", &agent.vector_stores),
+        ("tool_groups", &agent.tool_groups),
+        ("input_shields", &agent.input_shields),
+        ("output_shields", &agent.output_shields),
+    ] {
+        if !list.is_empty() {
+            println!("  {name:15}  {}", list.join(", "));
+        }
+    }
+
+    println!("\nserver\n  {}:{}", config.server.host, config.server.port);
+}

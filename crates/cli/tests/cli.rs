@@ -1,0 +1,189 @@
+//! The `corral` binary as a user runs it: exit codes, messages that name the key, JSON output.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use tempfile::TempDir;
+
+/// `corral` run in an empty directory, with no config from the environment.
+fn corral(dir: &Path) -> Command {
+    let mut cmd = Command::cargo_bin("corral").expect("the corral binary is built");
+    cmd.current_dir(dir)
+        .env_remove("CORRAL_CONFIG")
+        .env_remove("RUST_LOG");
+    cmd
+}
+
+fn write(dir: &TempDir, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+const VALID: &str = r#"
+[agent]
+instructions = "Be brief."
+max_infer_iters = 4
+
+[server]
+port = "${env.CORRAL_TEST_PORT:=9123}"
+"#;
+
+#[test]
+fn config_check_accepts_a_valid_file_and_shows_the_stack() {
+    let dir = TempDir::new().expect("tempdir");
+    let path = write(&dir, "site.toml", VALID);
+    corral(dir.path())
+        .args(["config", "check", "--config"])
+        .arg(&path)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("site.toml: valid"))
+        .stdout(predicate::str::contains("max_infer_iters  4"))
+        .stdout(predicate::str::contains("127.0.0.1:9123"));
+}
+
+#[test]
+fn config_check_rejects_an_invalid_file_naming_file_and_key() {
+    let dir = TempDir::new().expect("tempdir");
+    let path = write(&dir, "bad.toml", "[server]\nprot = 8000\n");
+    corral(dir.path())
+        .args(["config", "check", "-c"])
+        .arg(&path)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "bad.toml: server.prot: unknown key",
+        ));
+}
+
+#[test]
+fn config_check_names_an_unknown_provider_type_and_an_unknown_reference() {
+    let dir = TempDir::new().expect("tempdir");
+    let path = write(
+        &dir,
+        "t.toml",
+        "[[providers.inference]]\nid = \"x\"\ntype = \"remote::nope\"\n",
+    );
+    corral(dir.path())
+        .args(["config", "check", "-c"])
+        .arg(&path)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "providers.inference[0].type: unknown inference provider type `remote::nope`",
+        ));
+    let path = write(
+        &dir,
+        "r.toml",
+        "[[models]]\nid = \"m\"\nprovider = \"gone\"\nkind = \"chat\"\n",
+    );
+    corral(dir.path())
+        .args(["config", "check", "-c"])
+        .arg(&path)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "models[0].provider: unknown inference provider `gone`",
+        ));
+}
+
+#[test]
+fn config_check_reports_an_invalid_file_as_json_too() {
+    let dir = TempDir::new().expect("tempdir");
+    let path = write(&dir, "bad.toml", "[agent]\nmax_infer_iters = \"lots\"\n");
+    let output = corral(dir.path())
+        .args(["config", "check", "--json", "-c"])
+        .arg(&path)
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
+    assert_eq!(report["valid"], false);
+    assert_eq!(report["error"]["key"], "agent.max_infer_iters");
+    assert_eq!(report["error"]["kind"], "BadValue");
+}
+
+#[test]
+fn config_check_reads_corral_config_from_the_environment_and_reports_a_missing_file() {
+    let dir = TempDir::new().expect("tempdir");
+    let path = write(&dir, "env.toml", VALID);
+    let output = corral(dir.path())
+        .args(["config", "check", "--json"])
+        .env("CORRAL_CONFIG", &path)
+        .env("CORRAL_TEST_PORT", "7000")
+        .output()
+        .expect("runs");
+    assert!(output.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(report["valid"], true);
+    assert_eq!(report["server"]["port"], 7000);
+    assert_eq!(report["agent"]["instructions"], "Be brief.");
+
+    corral(dir.path())
+        .args(["config", "check", "-c", "missing.toml"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "missing.toml: cannot read the config file",
+        ));
+}
+
+#[test]
+fn without_a_file_the_builtin_default_is_used_and_a_local_corral_toml_is_found() {
+    let dir = TempDir::new().expect("tempdir");
+    corral(dir.path())
+        .args(["config", "check"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("<built-in default>: valid"));
+    write(&dir, "corral.toml", "[server]\nport = 8999\n");
+    corral(dir.path())
+        .args(["config", "check"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("corral.toml: valid"))
+        .stdout(predicate::str::contains(":8999"));
+}
+
+#[test]
+fn providers_lists_every_api_as_text_and_json() {
+    let dir = TempDir::new().expect("tempdir");
+    corral(dir.path())
+        .arg("providers")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("inference"))
+        .stdout(predicate::str::contains("vector_io"))
+        .stdout(predicate::str::contains("safety"))
+        .stdout(predicate::str::contains("tool_runtime"));
+    let output = corral(dir.path())
+        .args(["providers", "--json"])
+        .output()
+        .expect("runs");
+    assert!(output.status.success());
+    let listing: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert!(listing.is_array());
+}
+
+#[test]
+fn version_says_what_the_binary_was_built_for_and_help_has_examples() {
+    let dir = TempDir::new().expect("tempdir");
+    corral(dir.path())
+        .arg("--version")
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with(format!(
+            "corral {}",
+            env!("CARGO_PKG_VERSION")
+        )))
+        .stdout(predicate::str::contains("target: "))
+        .stdout(predicate::str::contains("simd: "));
+    corral(dir.path())
+        .arg("--help")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("Examples:"));
+    corral(dir.path()).arg("no-such-command").assert().code(2);
+}
