@@ -28,3 +28,8 @@ pub use corral_safety as safety;
 pub use corral_server as server;
 pub use corral_stack as stack;
 pub use corral_tools as tools;
+
+/// README.md's Rust examples, compiled as doc tests so that they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
