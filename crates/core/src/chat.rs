@@ -92,6 +92,27 @@ impl Sampling {
     }
 }
 
+/// A raw text continuation: the prompt goes to the model as it is, with no chat template.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GenerateRequest {
+    pub prompt: String,
+    #[serde(default)]
+    pub sampling: Sampling,
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+    #[serde(default)]
+    pub stop: Vec<String>,
+}
+
+impl GenerateRequest {
+    pub fn new(prompt: impl Into<String>) -> Self {
+        Self {
+            prompt: prompt.into(),
+            ..Self::default()
+        }
+    }
+}
+
 /// Whether and how the model may call tools.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -206,6 +227,15 @@ pub trait ChatModel: Send + Sync {
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, ChatError> {
         StreamCollector::collect(self.stream(request).await?).await
     }
+
+    /// Streams a raw continuation of `request.prompt` (text, usage and finish deltas). Models that
+    /// only chat (most hosted endpoints) keep the default, which says so.
+    async fn generate(&self, request: &GenerateRequest) -> Result<ChatStream, ChatError> {
+        let _ = request;
+        Err(ChatError::InvalidRequest(
+            "this model takes chat messages only, not raw prompts".into(),
+        ))
+    }
 }
 
 #[async_trait]
@@ -216,6 +246,9 @@ impl<M: ChatModel + ?Sized> ChatModel for Arc<M> {
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, ChatError> {
         (**self).complete(request).await
     }
+    async fn generate(&self, request: &GenerateRequest) -> Result<ChatStream, ChatError> {
+        (**self).generate(request).await
+    }
 }
 
 #[async_trait]
@@ -225,6 +258,9 @@ impl<M: ChatModel + ?Sized> ChatModel for Box<M> {
     }
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, ChatError> {
         (**self).complete(request).await
+    }
+    async fn generate(&self, request: &GenerateRequest) -> Result<ChatStream, ChatError> {
+        (**self).generate(request).await
     }
 }
 

@@ -12,6 +12,7 @@ pub mod chat;
 pub mod document;
 pub mod embed;
 pub mod error;
+pub mod lenient;
 pub mod message;
 pub mod provider;
 pub mod shield;
@@ -24,8 +25,8 @@ pub mod wrap;
 /// Provider traits are async; implement them with this attribute.
 pub use async_trait::async_trait;
 pub use chat::{
-    ChatDelta, ChatModel, ChatRequest, ChatResponse, ChatStream, FinishReason, ResponseFormat,
-    Sampling, StreamCollector, ToolCallDelta, ToolChoice, Usage,
+    ChatDelta, ChatModel, ChatRequest, ChatResponse, ChatStream, FinishReason, GenerateRequest,
+    ResponseFormat, Sampling, StreamCollector, ToolCallDelta, ToolChoice, Usage,
 };
 pub use document::{Chunk, Document, PageRange, SearchHit};
 pub use embed::{Embedder, Embedding};

@@ -23,6 +23,12 @@ pub trait InferenceProvider: Send + Sync {
 
     /// The embedder this provider knows as `name`.
     async fn embedder(&self, name: &str) -> Result<Arc<dyn Embedder>, EmbedError>;
+
+    /// The model names this provider can serve now (a remote endpoint's `/models`), or `None` when
+    /// it has no such listing.
+    async fn list_models(&self) -> Result<Option<Vec<String>>, ChatError> {
+        Ok(None)
+    }
 }
 
 /// A place vector stores live (an embedded directory, a Qdrant cluster).

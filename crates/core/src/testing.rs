@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use futures::StreamExt;
 
 use crate::chat::{
-    ChatDelta, ChatModel, ChatRequest, ChatResponse, ChatStream, FinishReason, StreamCollector,
-    ToolCallDelta,
+    ChatDelta, ChatModel, ChatRequest, ChatResponse, ChatStream, FinishReason, GenerateRequest,
+    StreamCollector, ToolCallDelta,
 };
 use crate::error::ChatError;
 use crate::message::ToolCall;
@@ -62,6 +62,7 @@ impl Step {
 pub struct ScriptedChatModel {
     script: Mutex<VecDeque<Step>>,
     requests: Mutex<Vec<ChatRequest>>,
+    prompts: Mutex<Vec<String>>,
 }
 
 impl ScriptedChatModel {
@@ -69,12 +70,13 @@ impl ScriptedChatModel {
         Self {
             script: Mutex::new(steps.into_iter().collect()),
             requests: Mutex::new(Vec::new()),
+            prompts: Mutex::new(Vec::new()),
         }
     }
 
-    /// How many calls were made.
+    /// How many calls were made, chat and raw.
     pub fn calls(&self) -> usize {
-        lock(&self.requests).len()
+        lock(&self.requests).len() + lock(&self.prompts).len()
     }
 
     /// Every request received, in order.
@@ -87,13 +89,21 @@ impl ScriptedChatModel {
         lock(&self.script).len()
     }
 
+    /// Raw prompts received by [`ChatModel::generate`], in order.
+    pub fn prompts(&self) -> Vec<String> {
+        lock(&self.prompts).clone()
+    }
+
     fn next_step(&self, request: &ChatRequest) -> Result<Step, ChatError> {
         let mut requests = lock(&self.requests);
         requests.push(request.clone());
+        self.pop(requests.len())
+    }
+
+    fn pop(&self, call: usize) -> Result<Step, ChatError> {
         lock(&self.script).pop_front().ok_or_else(|| {
             ChatError::InvalidRequest(format!(
-                "scripted model: the script is used up (call {})",
-                requests.len()
+                "scripted model: the script is used up (call {call})"
             ))
         })
     }
@@ -160,5 +170,14 @@ impl ChatModel for ScriptedChatModel {
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, ChatError> {
         let step = self.next_step(request)?;
         StreamCollector::collect(play(step).await?).await
+    }
+
+    async fn generate(&self, request: &GenerateRequest) -> Result<ChatStream, ChatError> {
+        let call = {
+            let mut prompts = lock(&self.prompts);
+            prompts.push(request.prompt.clone());
+            prompts.len()
+        };
+        play(self.pop(call)?).await
     }
 }

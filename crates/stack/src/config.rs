@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use corral_core::RetryPolicy;
+use corral_core::{RetryPolicy, lenient};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ConfigError, ConfigErrorKind};
@@ -369,76 +369,4 @@ fn join(prefix: &str, rest: &str) -> String {
 fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
     let after = text.strip_prefix(start)?;
     after.split_once(end).map(|(inside, _)| inside)
-}
-
-/// Numbers and booleans that may also be written as strings, so that `${env.…}` can supply them.
-pub(crate) mod lenient {
-    use std::fmt;
-    use std::marker::PhantomData;
-    use std::str::FromStr;
-
-    use serde::de::{self, Deserializer, Visitor};
-
-    struct Lenient<T>(PhantomData<T>);
-
-    impl<T: FromStr> Lenient<T>
-    where
-        T::Err: fmt::Display,
-    {
-        fn parse<E: de::Error>(text: &str) -> Result<T, E> {
-            text.trim().parse().map_err(|e| {
-                E::custom(format!(
-                    "invalid value `{text}` for {}: {e}",
-                    std::any::type_name::<T>()
-                ))
-            })
-        }
-    }
-
-    impl<T: FromStr> Visitor<'_> for Lenient<T>
-    where
-        T::Err: fmt::Display,
-    {
-        type Value = T;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            write!(
-                f,
-                "a {}, or a string holding one",
-                std::any::type_name::<T>()
-            )
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
-            Self::parse(v)
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
-            Self::parse(&v.to_string())
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
-            Self::parse(&v.to_string())
-        }
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
-            Self::parse(&v.to_string())
-        }
-        fn visit_bool<E: de::Error>(self, v: bool) -> Result<T, E> {
-            Self::parse(&v.to_string())
-        }
-    }
-
-    pub fn value<'de, D, T>(deserializer: D) -> Result<T, D::Error>
-    where
-        D: Deserializer<'de>,
-        T: FromStr,
-        T::Err: fmt::Display,
-    {
-        deserializer.deserialize_any(Lenient(PhantomData))
-    }
-
-    pub fn option<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
-    where
-        D: Deserializer<'de>,
-        T: FromStr,
-        T::Err: fmt::Display,
-    {
-        value(deserializer).map(Some)
-    }
 }

@@ -5,7 +5,7 @@ use std::future::Future;
 use async_trait::async_trait;
 
 use super::started;
-use crate::chat::{ChatModel, ChatRequest, ChatResponse, ChatStream};
+use crate::chat::{ChatModel, ChatRequest, ChatResponse, ChatStream, GenerateRequest};
 use crate::embed::{Embedder, Embedding};
 use crate::error::{CapabilityError, ChatError, EmbedError};
 
@@ -59,6 +59,11 @@ impl<M: ChatModel> ChatModel for Fallback<M> {
 
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, ChatError> {
         self.first_success(|m| m.complete(request)).await
+    }
+
+    async fn generate(&self, request: &GenerateRequest) -> Result<ChatStream, ChatError> {
+        self.first_success(|m| async move { started(m.generate(request).await?).await })
+            .await
     }
 }
 

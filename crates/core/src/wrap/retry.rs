@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::started;
-use crate::chat::{ChatModel, ChatRequest, ChatResponse, ChatStream};
+use crate::chat::{ChatModel, ChatRequest, ChatResponse, ChatStream, GenerateRequest};
 use crate::embed::{Embedder, Embedding};
 use crate::error::{CapabilityError, ChatError, EmbedError};
 
@@ -109,6 +109,12 @@ impl<M: ChatModel> ChatModel for Retrying<M> {
 
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, ChatError> {
         self.policy.run(|| self.inner.complete(request)).await
+    }
+
+    async fn generate(&self, request: &GenerateRequest) -> Result<ChatStream, ChatError> {
+        self.policy
+            .run(|| async { started(self.inner.generate(request).await?).await })
+            .await
     }
 }
 

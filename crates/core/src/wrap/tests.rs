@@ -7,7 +7,7 @@ use futures::StreamExt;
 use tokio::time::Instant;
 
 use super::*;
-use crate::chat::{ChatDelta, ChatModel, ChatRequest, StreamCollector};
+use crate::chat::{ChatDelta, ChatModel, ChatRequest, GenerateRequest, StreamCollector};
 use crate::error::{CapabilityError, ChatError, ErrorKind, ProviderError};
 use crate::message::Message;
 use crate::testing::{ScriptedChatModel, Step};
@@ -295,4 +295,51 @@ async fn composed_fallback_over_retrying_over_timeout() {
     );
     assert_eq!((primary.calls(), secondary.calls()), (2, 1));
     assert_eq!(start.elapsed(), Duration::from_millis(2500));
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_wrapper_forwards_raw_generation() {
+    let primary = Arc::new(ScriptedChatModel::new([
+        failure(ErrorKind::Transient),
+        Step::Stall,
+        failure(ErrorKind::Transient),
+    ]));
+    let secondary = Arc::new(ScriptedChatModel::new([Step::text(" Paris.")]));
+    let policy = RetryPolicy {
+        max_attempts: 3,
+        ..steady()
+    };
+    let wrap = |m: Arc<ScriptedChatModel>| -> Arc<dyn ChatModel> {
+        Arc::new(Retrying::new(
+            Timeout::new(m, Duration::from_secs(1)),
+            policy.clone(),
+        ))
+    };
+    let model = Fallback::new(wrap(primary.clone()), [wrap(secondary.clone())]);
+    let request = GenerateRequest::new("The capital city of France is called");
+    // The primary fails, is retried, stalls past its timeout, is retried and fails again; the
+    // secondary then answers.
+    let stream = model.generate(&request).await.expect("secondary starts");
+    let answer = StreamCollector::collect(stream).await.expect("completes");
+    assert_eq!(answer.text, " Paris.");
+    assert_eq!(primary.prompts(), vec![request.prompt.clone(); 3]);
+    assert_eq!(secondary.prompts(), vec![request.prompt]);
+}
+
+#[tokio::test]
+async fn a_model_that_only_chats_says_so_for_raw_prompts() {
+    struct ChatOnly;
+    #[async_trait::async_trait]
+    impl ChatModel for ChatOnly {
+        async fn stream(&self, _: &ChatRequest) -> Result<crate::chat::ChatStream, ChatError> {
+            Err(ChatError::InvalidRequest("unused".into()))
+        }
+    }
+    let error = Retrying::new(ChatOnly, steady())
+        .generate(&GenerateRequest::new("hi"))
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(error.kind(), ErrorKind::InvalidRequest);
+    assert!(error.to_string().contains("chat messages only"), "{error}");
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 
-use crate::chat::{ChatModel, ChatRequest, ChatResponse, ChatStream};
+use crate::chat::{ChatModel, ChatRequest, ChatResponse, ChatStream, GenerateRequest};
 use crate::embed::{Embedder, Embedding};
 use crate::error::{CapabilityError, ChatError, EmbedError};
 
@@ -56,6 +56,11 @@ impl<M: ChatModel> ChatModel for Timeout<M> {
 
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, ChatError> {
         within(self.limit, self.inner.complete(request)).await
+    }
+
+    async fn generate(&self, request: &GenerateRequest) -> Result<ChatStream, ChatError> {
+        let stream = within(self.limit, self.inner.generate(request)).await?;
+        Ok(idle_limited(stream, self.limit))
     }
 }
 
