@@ -2,6 +2,10 @@
 //! asks the stack, and prints for people (default) or for programs (`--json`).
 
 mod config_cmd;
+mod embed_cmd;
+mod generate_cmd;
+mod model_args;
+mod models_cmd;
 mod providers_cmd;
 
 use std::path::PathBuf;
@@ -14,6 +18,10 @@ Examples:
   corral config check                    Check ./corral.toml (or the built-in default) and show the stack
   corral config check -c site.toml --json
   corral providers                       List the provider types this build supports
+  corral generate -m llama3.2-3b --chat 'Why is the sky blue?'
+  corral generate --base-url http://127.0.0.1:8080/v1 -m gemma --temperature 0 'The capital of France is'
+  corral embed -m minilm 'first text' 'second text'
+  corral models list
   CORRAL_CONFIG=site.toml corral config check
 
 Config: --config FILE, else $CORRAL_CONFIG, else ./corral.toml, else the built-in default.
@@ -55,6 +63,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Stream a completion from a model, raw or (with --chat) as a one-message chat.
+    Generate(generate_cmd::GenerateArgs),
+    /// Print embeddings of the given texts as a JSON array of vectors.
+    Embed(embed_cmd::EmbedArgs),
+    /// Work with models.
+    #[command(subcommand)]
+    Models(models_cmd::ModelsCommand),
 }
 
 static LONG_VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(long_version);
@@ -101,12 +116,24 @@ fn init_logging(verbose: u8, quiet: bool) {
         .init();
 }
 
+fn block_on<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(
+    future: F,
+) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(future)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
     let result = match cli.command {
         Command::Config(command) => config_cmd::run(command, cli.config),
         Command::Providers { json } => providers_cmd::run(json),
+        Command::Generate(args) => block_on(generate_cmd::run(args, cli.config)),
+        Command::Embed(args) => block_on(embed_cmd::run(args, cli.config)),
+        Command::Models(command) => block_on(models_cmd::run(command, cli.config)),
     };
     match result {
         Ok(code) => code,

@@ -1,4 +1,9 @@
-//! Inference providers: local GGUF models on CPU and remote OpenAI-compatible endpoints, as chat models and embedders (issues #3, #4).
+//! Inference providers: chat models and embedders behind `corral-core`'s traits.
 //!
-//! Nothing is implemented here yet; the crate exists so that the workspace has its final shape and
-//! dependency direction (it depends on `corral-core` only) from the start.
+//! - [`remote`] (feature `remote`): every OpenAI-compatible endpoint — Together, Fireworks, Groq,
+//!   NVIDIA NIM, vLLM, Ollama, llama.cpp's `llama-server`, … — through one client and a table of
+//!   presets.
+//! - Local GGUF models on CPU (feature `local`) arrive with issue #3.
+
+#[cfg(feature = "remote")]
+pub mod remote;

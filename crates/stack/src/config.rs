@@ -35,6 +35,22 @@ fn version_1() -> u32 {
     1
 }
 
+impl Default for Config {
+    /// An empty config: no providers, default agent and server settings.
+    fn default() -> Self {
+        Self {
+            version: version_1(),
+            providers: Providers::default(),
+            models: Vec::new(),
+            vector_stores: Vec::new(),
+            shields: Vec::new(),
+            tool_groups: Vec::new(),
+            agent: AgentDefaults::default(),
+            server: ServerSettings::default(),
+        }
+    }
+}
+
 /// Provider instances, per API. Each has an id that models, stores, shields and tool groups name.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -166,10 +166,23 @@ impl Registry {
         Self::default()
     }
 
-    /// The provider types compiled into this build. Provider crates contribute their entries here
-    /// as they land, each behind the cargo feature that compiles it.
+    /// The provider types compiled into this build, each behind the cargo feature that compiles it.
     pub fn builtin() -> Self {
-        Self::empty()
+        #[allow(unused_mut)]
+        let mut registry = Self::empty();
+        #[cfg(feature = "remote")]
+        for preset in corral_inference::remote::PRESETS {
+            use corral_inference::remote::{RemoteConfig, RemoteProvider};
+            registry.inference.add(ProviderType::new(
+                preset.name,
+                preset.summary,
+                move |config: RemoteConfig| {
+                    RemoteProvider::new(preset, config)
+                        .map(|provider| Arc::new(provider) as Arc<dyn InferenceProvider>)
+                },
+            ));
+        }
+        registry
     }
 
     /// The names of the provider types for `api`.

@@ -292,6 +292,20 @@ impl Stack {
             .collect()
     }
 
+    /// What the inference provider with this id says it serves (see
+    /// [`InferenceProvider::list_models`]).
+    pub async fn list_provider_models(
+        &self,
+        provider_id: &str,
+    ) -> Result<Option<Vec<String>>, ChatError> {
+        match self.inference.get(provider_id) {
+            Some(built) => built.provider.list_models().await,
+            None => Err(ChatError::InvalidRequest(format!(
+                "unknown inference provider `{provider_id}`"
+            ))),
+        }
+    }
+
     fn model(&self, id: &str, kind: ModelKind) -> Result<&ModelEntry, String> {
         match self.config.models.iter().find(|m| m.id == id) {
             Some(m) if m.kind == kind => Ok(m),

@@ -1,0 +1,515 @@
+//! The HTTP side: requests with auth and timeouts, errors classified for the wrappers, and SSE
+//! streams turned into deltas.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use corral_core::{ChatDelta, ChatError, ChatStream, ErrorKind, ProviderError};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::presets::Auth;
+use super::sse;
+use super::wire::{self, ChunkContent};
+
+/// A credential: deserialized from config like a string, never printed.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// Everything needed to talk to one endpoint.
+#[derive(Debug)]
+pub(crate) struct Endpoint {
+    /// The provider type, for error messages.
+    pub provider: String,
+    pub base_url: String,
+    pub auth: Auth,
+    pub api_key: Option<Secret>,
+    /// Where the key is expected to come from, for the error when it is missing.
+    pub api_key_hint: Option<String>,
+    pub query: Vec<(String, String)>,
+    pub headers: BTreeMap<String, String>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug)]
+pub(crate) struct Client {
+    http: reqwest::Client,
+    endpoint: Endpoint,
+    headers: HeaderMap,
+}
+
+impl Client {
+    pub fn new(endpoint: Endpoint) -> Result<Self, String> {
+        let url = reqwest::Url::parse(&endpoint.base_url)
+            .map_err(|e| format!("`base_url` {:?} is not a URL: {e}", endpoint.base_url))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!(
+                "`base_url` {:?} must be http or https",
+                endpoint.base_url
+            ));
+        }
+        let mut headers = HeaderMap::new();
+        for (name, value) in &endpoint.headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| format!("`headers` has an invalid header name {name:?}: {e}"))?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|e| format!("`headers.{name}` is not a valid header value: {e}"))?;
+            headers.insert(name, value);
+        }
+        if let (Some(key), auth) = (&endpoint.api_key, endpoint.auth) {
+            let (name, value) = match auth {
+                Auth::Bearer | Auth::BearerOptional => {
+                    ("authorization", format!("Bearer {}", key.expose()))
+                }
+                Auth::Header(name) => (name, key.expose().to_string()),
+            };
+            let mut value = HeaderValue::from_str(&value)
+                .map_err(|_| "the API key contains characters a header cannot carry".to_string())?;
+            value.set_sensitive(true);
+            headers.insert(HeaderName::from_static(name), value);
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(endpoint.connect_timeout)
+            .read_timeout(endpoint.read_timeout)
+            .user_agent(concat!("corral/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+        Ok(Self {
+            http,
+            endpoint,
+            headers,
+        })
+    }
+
+    fn error(&self, kind: ErrorKind, message: impl Into<String>) -> ProviderError {
+        ProviderError::new(kind, message).with_provider(self.endpoint.provider.clone())
+    }
+
+    /// An answer that is not what the API documents.
+    pub fn malformed(&self, what: &str, detail: &str) -> ProviderError {
+        self.error(
+            ErrorKind::Permanent,
+            format!("malformed {what}: {}", self.redact(detail)),
+        )
+    }
+
+    /// Removes the API key from text that came back from the server (some echo it in errors).
+    fn redact(&self, text: &str) -> String {
+        match &self.endpoint.api_key {
+            Some(key) if key.expose().len() >= 8 => text.replace(key.expose(), "[redacted]"),
+            _ => text.to_string(),
+        }
+    }
+
+    fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> Result<reqwest::RequestBuilder, ProviderError> {
+        if self.endpoint.api_key.is_none() && self.endpoint.auth.requires_key() {
+            let hint = match &self.endpoint.api_key_hint {
+                Some(var) => format!("set {var} or `api_key` in the provider's config"),
+                None => "set `api_key` in the provider's config".to_string(),
+            };
+            return Err(self.error(ErrorKind::Auth, format!("no API key: {hint}")));
+        }
+        let url = format!("{}/{path}", self.endpoint.base_url.trim_end_matches('/'));
+        Ok(self
+            .http
+            .request(method, url)
+            .headers(self.headers.clone())
+            .query(&self.endpoint.query))
+    }
+
+    async fn send(
+        &self,
+        builder: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ProviderError> {
+        let response = builder.send().await.map_err(|e| self.transport_error(&e))?;
+        if response.status().is_success() {
+            Ok(response)
+        } else {
+            Err(self.status_error(response).await)
+        }
+    }
+
+    /// POSTs JSON and returns the response body of a 2xx answer.
+    pub async fn post(&self, path: &str, body: &Value) -> Result<String, ProviderError> {
+        let builder = self
+            .request(reqwest::Method::POST, path)?
+            .timeout(self.endpoint.request_timeout)
+            .json(body);
+        let response = self.send(builder).await?;
+        response.text().await.map_err(|e| self.transport_error(&e))
+    }
+
+    /// POSTs JSON asking for an SSE stream and turns its events into deltas.
+    pub async fn stream(&self, path: &str, body: &Value) -> Result<ChatStream, ChatError> {
+        let builder = self.request(reqwest::Method::POST, path)?.json(body);
+        let response = self.send(builder).await?;
+        Ok(DeltaStream::new(
+            self.endpoint.provider.clone(),
+            response.bytes_stream().boxed(),
+        )
+        .into_stream())
+    }
+
+    pub async fn embed(
+        &self,
+        model: &str,
+        inputs: &[String],
+    ) -> Result<Vec<Vec<f32>>, ProviderError> {
+        if inputs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let text = self
+            .post("embeddings", &wire::embeddings_body(model, inputs))
+            .await?;
+        wire::parse_embeddings(&text, inputs.len())
+            .map_err(|e| self.malformed("embeddings response", &e))
+    }
+
+    pub async fn list_models(&self) -> Result<Vec<String>, ProviderError> {
+        let builder = self
+            .request(reqwest::Method::GET, "models")?
+            .timeout(self.endpoint.request_timeout);
+        let response = self.send(builder).await?;
+        let text = response
+            .text()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        wire::parse_models(&text).map_err(|e| self.malformed("model listing", &e))
+    }
+
+    fn transport_error(&self, error: &reqwest::Error) -> ProviderError {
+        let (kind, what) = if error.is_timeout() {
+            (ErrorKind::Timeout, "timed out")
+        } else if error.is_connect() {
+            (ErrorKind::Transient, "cannot connect")
+        } else if error.is_builder() {
+            (ErrorKind::InvalidRequest, "cannot build the request")
+        } else {
+            (ErrorKind::Transient, "the connection failed")
+        };
+        self.error(kind, format!("{what}: {}", self.redact(&chain(error))))
+    }
+
+    async fn status_error(&self, response: reqwest::Response) -> ProviderError {
+        let status = response.status();
+        let retry_after = retry_after(response.headers(), SystemTime::now());
+        let should_retry = response
+            .headers()
+            .get("x-should-retry")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.eq_ignore_ascii_case("true"));
+        let body = match response.text().await {
+            Ok(body) => self.redact(&body),
+            Err(e) => format!("(the error body could not be read: {e})"),
+        };
+        let message = wire::error_message(&body).unwrap_or_else(|| {
+            let reason = status.canonical_reason().unwrap_or("error");
+            let snippet: String = body.chars().take(200).collect();
+            if snippet.trim().is_empty() {
+                reason.to_string()
+            } else {
+                format!("{reason}: {snippet}")
+            }
+        });
+        let kind = match should_retry {
+            _ if status.is_client_error() && overflows_context(&body) => {
+                ErrorKind::ContextLengthExceeded
+            }
+            Some(true) => ErrorKind::Transient,
+            Some(false) => ErrorKind::Permanent,
+            None => ErrorKind::from_http_status(status.as_u16()),
+        };
+        let mut error = self.error(kind, message).with_http(status.as_u16(), body);
+        if let Some(wait) = retry_after {
+            error = error.with_retry_after(wait);
+        }
+        error
+    }
+}
+
+/// The error and its sources, which say what actually happened ("connection reset by peer").
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        let part = inner.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = inner.source();
+    }
+    text
+}
+
+/// How servers word "the prompt does not fit": OpenAI's code, llama-server's type, vLLM's message.
+fn overflows_context(body: &str) -> bool {
+    let body = body.to_ascii_lowercase();
+    [
+        "context_length_exceeded",
+        "exceed_context_size_error",
+        "maximum context length",
+        "exceeds the available context size",
+        "context window",
+    ]
+    .iter()
+    .any(|marker| body.contains(marker))
+}
+
+/// The wait a server asks for: `retry-after-ms` (milliseconds), else `Retry-After` as seconds or
+/// as an HTTP date.
+fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    if let Some(ms) = header("retry-after-ms").and_then(|v| v.parse::<f64>().ok())
+        && ms.is_finite()
+        && ms >= 0.0
+    {
+        return Some(Duration::from_secs_f64(ms / 1000.0));
+    }
+    let value = header("retry-after")?;
+    if let Ok(seconds) = value.parse::<f64>() {
+        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// Reads an SSE body event by event, producing deltas; notes what it has seen so that a body that
+/// breaks off or carries garbage becomes an error that says so.
+struct DeltaStream {
+    provider: String,
+    body: BoxStream<'static, reqwest::Result<Bytes>>,
+    decoder: sse::Decoder,
+    pending: VecDeque<Result<ChatDelta, ChatError>>,
+    events: usize,
+    text: String,
+    finished: bool,
+    ended: bool,
+}
+
+impl DeltaStream {
+    fn new(provider: String, body: BoxStream<'static, reqwest::Result<Bytes>>) -> Self {
+        Self {
+            provider,
+            body,
+            decoder: sse::Decoder::default(),
+            pending: VecDeque::new(),
+            events: 0,
+            text: String::new(),
+            finished: false,
+            ended: false,
+        }
+    }
+
+    fn into_stream(self) -> ChatStream {
+        futures::stream::unfold(self, |mut state| async move {
+            let item = state.next().await?;
+            Some((item, state))
+        })
+        .boxed()
+    }
+
+    async fn next(&mut self) -> Option<Result<ChatDelta, ChatError>> {
+        loop {
+            if let Some(item) = self.pending.pop_front() {
+                return Some(item);
+            }
+            if self.ended {
+                return None;
+            }
+            match self.body.next().await {
+                Some(Ok(bytes)) => match self.decoder.feed(&bytes) {
+                    Ok(events) => events.into_iter().for_each(|e| self.event(e)),
+                    Err(problem) => {
+                        self.fail(ErrorKind::Permanent, format!("malformed stream: {problem}"))
+                    }
+                },
+                Some(Err(error)) => {
+                    let kind = if error.is_timeout() {
+                        ErrorKind::Timeout
+                    } else {
+                        ErrorKind::Transient
+                    };
+                    self.fail(kind, format!("the stream broke off: {}", chain(&error)));
+                }
+                None => {
+                    match self.decoder.finish() {
+                        Ok(Some(event)) => self.event(event),
+                        Ok(None) => {}
+                        Err(problem) => {
+                            self.fail(ErrorKind::Permanent, format!("malformed stream: {problem}"))
+                        }
+                    }
+                    if !self.ended && !self.finished {
+                        self.fail(
+                            ErrorKind::Transient,
+                            "the stream ended before the answer was complete",
+                        );
+                    }
+                    self.ended = true;
+                }
+            }
+        }
+    }
+
+    fn event(&mut self, event: sse::Event) {
+        if self.ended {
+            return;
+        }
+        self.events += 1;
+        if event.data.trim() == "[DONE]" {
+            self.ended = true;
+            return;
+        }
+        match wire::parse_chunk(&event.data) {
+            Ok(ChunkContent::Deltas(deltas)) => {
+                for delta in deltas {
+                    match &delta {
+                        ChatDelta::Text { text } => self.text.push_str(text),
+                        ChatDelta::Finish { .. } => self.finished = true,
+                        _ => {}
+                    }
+                    self.pending.push_back(Ok(delta));
+                }
+            }
+            Ok(ChunkContent::Error(error)) => {
+                let code = error
+                    .get("code")
+                    .and_then(Value::as_u64)
+                    .and_then(|c| u16::try_from(c).ok());
+                let kind = code.map_or(ErrorKind::Permanent, ErrorKind::from_http_status);
+                let message =
+                    wire::error_message(&serde_json::json!({ "error": error }).to_string())
+                        .unwrap_or_else(|| error.to_string());
+                self.fail(
+                    kind,
+                    format!("the server reported an error mid-stream: {message}"),
+                );
+            }
+            Err(problem) => {
+                let data: String = event.data.chars().take(200).collect();
+                self.fail(
+                    ErrorKind::Permanent,
+                    format!(
+                        "malformed stream event #{}: {problem} (data: {data})",
+                        self.events
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Ends the stream with an error, keeping the text produced so far.
+    fn fail(&mut self, kind: ErrorKind, message: impl Into<String>) {
+        let source = ProviderError::new(kind, message).with_provider(self.provider.clone());
+        let error = if self.text.is_empty() {
+            ChatError::Provider(source)
+        } else {
+            ChatError::StreamInterrupted {
+                partial_text: self.text.clone(),
+                source,
+            }
+        };
+        self.pending.push_back(Err(error));
+        self.ended = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_milliseconds_seconds_or_a_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let headers = |pairs: &[(&'static str, &str)]| {
+            let mut map = HeaderMap::new();
+            for (k, v) in pairs {
+                map.insert(*k, HeaderValue::from_str(v).expect("valid"));
+            }
+            map
+        };
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "7")]), now),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "1.5")]), now),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            retry_after(
+                &headers(&[("retry-after", "3"), ("retry-after-ms", "250")]),
+                now
+            ),
+            Some(Duration::from_millis(250))
+        );
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", &later)]), now),
+            Some(Duration::from_secs(30))
+        );
+        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", &earlier)]), now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after(&headers(&[("retry-after", "soon")]), now), None);
+        assert_eq!(retry_after(&headers(&[]), now), None);
+    }
+
+    #[test]
+    fn context_overflows_are_recognised_in_each_servers_words() {
+        assert!(overflows_context(
+            r#"{"error":{"code":"context_length_exceeded"}}"#
+        ));
+        assert!(overflows_context(
+            r#"{"error":{"type":"exceed_context_size_error"}}"#
+        ));
+        assert!(overflows_context(
+            "This model's maximum context length is 8192 tokens"
+        ));
+        assert!(!overflows_context(
+            r#"{"error":{"message":"invalid temperature"}}"#
+        ));
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let secret = Secret::new("sk-live-123456789");
+        assert_eq!(format!("{secret:?}"), "Secret([redacted])");
+    }
+}
