@@ -103,16 +103,24 @@ fn sampling(body: &mut Map<String, Value>, s: &Sampling, max_tokens: Option<u32>
             body.insert(key.into(), value);
         }
     };
-    put("temperature", s.temperature.map(Into::into));
-    put("top_p", s.top_p.map(Into::into));
+    put("temperature", s.temperature.map(float));
+    put("top_p", s.top_p.map(float));
     put("top_k", s.top_k.map(Into::into));
-    put("min_p", s.min_p.map(Into::into));
-    put("repetition_penalty", s.repetition_penalty.map(Into::into));
-    put("presence_penalty", s.presence_penalty.map(Into::into));
-    put("frequency_penalty", s.frequency_penalty.map(Into::into));
+    put("min_p", s.min_p.map(float));
+    put("repetition_penalty", s.repetition_penalty.map(float));
+    put("presence_penalty", s.presence_penalty.map(float));
+    put("frequency_penalty", s.frequency_penalty.map(float));
     put("seed", s.seed.map(Into::into));
     put("max_tokens", max_tokens.map(Into::into));
     put("stop", (!stop.is_empty()).then(|| stop.into()));
+}
+
+/// An `f32` as the decimal a person wrote (0.7, not 0.699999988079071, which is what widening to
+/// `f64` gives).
+fn float(x: f32) -> Value {
+    x.to_string()
+        .parse::<f64>()
+        .map_or(Value::Null, Value::from)
 }
 
 fn message(message: &Message) -> Value {
