@@ -22,12 +22,14 @@ use futures::StreamExt;
 use support::{Reply, ScriptedServer, completion, finish_chunk, text_chunk};
 
 fn provider(base_url: &str) -> RemoteProvider {
-    let config: RemoteConfig = serde_json::from_value(serde_json::json!({ "base_url": base_url })).expect("config");
+    let config: RemoteConfig =
+        serde_json::from_value(serde_json::json!({ "base_url": base_url })).expect("config");
     RemoteProvider::new(&PRESETS[0], config).expect("builds")
 }
 
 async fn per_streamed_token(tokens: usize, rounds: usize) -> Duration {
-    let mut events: Vec<serde_json::Value> = (0..tokens).map(|i| text_chunk(&format!(" t{i}"))).collect();
+    let mut events: Vec<serde_json::Value> =
+        (0..tokens).map(|i| text_chunk(&format!(" t{i}"))).collect();
     events.push(finish_chunk("length"));
     let server = ScriptedServer::start((0..rounds).map(|_| Reply::sse(&events)).collect()).await;
     let model = provider(&server.base_url()).chat("m");
@@ -48,7 +50,8 @@ async fn per_streamed_token(tokens: usize, rounds: usize) -> Duration {
 }
 
 async fn per_request(requests: usize) -> Duration {
-    let server = ScriptedServer::start((0..requests).map(|_| Reply::ok(completion("ok"))).collect()).await;
+    let server =
+        ScriptedServer::start((0..requests).map(|_| Reply::ok(completion("ok"))).collect()).await;
     let model = provider(&server.base_url()).chat("m");
     let request = ChatRequest::new(vec![Message::user("go")]);
     let start = Instant::now();
@@ -92,14 +95,33 @@ async fn llama_server_per_token(tokens: u32) -> Option<Duration> {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    // `cargo test --all-targets` builds and runs bench targets too; measure only under `cargo bench`.
+    if !std::env::args().any(|arg| arg == "--bench") {
+        println!(
+            "remote_overhead: run with `cargo bench -p corral-inference --bench remote_overhead`"
+        );
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(async {
         let token = per_streamed_token(2000, 5).await;
         let request = per_request(200).await;
-        println!("client per streamed token (scripted server): {:.2} µs", token.as_secs_f64() * 1e6);
-        println!("client per request, non-streaming (scripted server): {:.1} µs", request.as_secs_f64() * 1e6);
+        println!(
+            "client per streamed token (scripted server): {:.2} µs",
+            token.as_secs_f64() * 1e6
+        );
+        println!(
+            "client per request, non-streaming (scripted server): {:.1} µs",
+            request.as_secs_f64() * 1e6
+        );
         if let Some(decode) = llama_server_per_token(128).await {
-            println!("llama-server decode per token (Gemma 3 270M Q4_K_M): {:.2} ms", decode.as_secs_f64() * 1e3);
+            println!(
+                "llama-server decode per token (Gemma 3 270M Q4_K_M): {:.2} ms",
+                decode.as_secs_f64() * 1e3
+            );
             println!(
                 "client overhead per token / llama-server's time per token: {:.3}% (target < 5%)",
                 100.0 * token.as_secs_f64() / decode.as_secs_f64()

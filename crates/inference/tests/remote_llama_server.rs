@@ -9,20 +9,26 @@
 mod llama_server;
 
 use corral_core::{
-    ChatModel, ChatRequest, ErrorKind, FinishReason, GenerateRequest, InferenceProvider, Message,
-    Sampling, StreamCollector, CapabilityError,
+    CapabilityError, ChatModel, ChatRequest, ErrorKind, FinishReason, GenerateRequest,
+    InferenceProvider, Message, Sampling, StreamCollector,
 };
 use corral_inference::remote::{PRESETS, RemoteConfig, RemoteProvider};
 
 fn llama_cpp(base_url: &str) -> RemoteProvider {
-    let preset = PRESETS.iter().find(|p| p.name == "remote::llama-cpp").expect("preset");
-    let config: RemoteConfig = serde_json::from_value(serde_json::json!({"base_url": base_url})).expect("config");
+    let preset = PRESETS
+        .iter()
+        .find(|p| p.name == "remote::llama-cpp")
+        .expect("preset");
+    let config: RemoteConfig =
+        serde_json::from_value(serde_json::json!({"base_url": base_url})).expect("config");
     RemoteProvider::new(preset, config).expect("builds")
 }
 
 #[tokio::test]
 async fn llama_server_end_to_end() {
-    let Some(server) = llama_server::for_test().await else { return };
+    let Some(server) = llama_server::for_test().await else {
+        return;
+    };
     let provider = llama_cpp(&server.base_url());
     let model = provider.chat(&server.model);
 
@@ -33,7 +39,9 @@ async fn llama_server_end_to_end() {
         max_tokens: Some(16),
         stop: vec![],
     };
-    let raw = StreamCollector::collect(model.generate(&prompt).await.expect("starts")).await.expect("completes");
+    let raw = StreamCollector::collect(model.generate(&prompt).await.expect("starts"))
+        .await
+        .expect("completes");
     assert!(raw.text.starts_with(" Paris"), "{:?}", raw.text);
     assert_eq!(raw.finish_reason, FinishReason::Length);
     assert_eq!(raw.usage.map(|u| u.completion_tokens), Some(16));
@@ -43,7 +51,9 @@ async fn llama_server_end_to_end() {
         .with_sampling(Sampling::greedy())
         .with_max_tokens(12);
     let whole = model.complete(&chat).await.expect("answers");
-    let streamed = StreamCollector::collect(model.stream(&chat).await.expect("starts")).await.expect("completes");
+    let streamed = StreamCollector::collect(model.stream(&chat).await.expect("starts"))
+        .await
+        .expect("completes");
     assert_eq!(whole.text, streamed.text);
     assert!(!whole.text.is_empty());
     assert_eq!(whole.usage.map(|u| u.completion_tokens), Some(12));
@@ -53,7 +63,10 @@ async fn llama_server_end_to_end() {
     let embedder = provider.embedder(&server.model).await.expect("probes");
     assert_eq!(embedder.dimension(), 640);
     let vectors = embedder
-        .embed(&["The cat sat on the mat.".to_string(), "Quarterly revenue grew by 4%.".to_string()])
+        .embed(&[
+            "The cat sat on the mat.".to_string(),
+            "Quarterly revenue grew by 4%.".to_string(),
+        ])
         .await
         .expect("embeds");
     assert_eq!(vectors.len(), 2);
@@ -61,11 +74,19 @@ async fn llama_server_end_to_end() {
     assert_ne!(vectors[0], vectors[1]);
 
     // The listing names the loaded file.
-    let listed = provider.list_models().await.expect("lists").expect("has a listing");
+    let listed = provider
+        .list_models()
+        .await
+        .expect("lists")
+        .expect("has a listing");
     assert_eq!(listed, vec![server.model.clone()]);
 
     // A prompt longer than the context is a context-length error, not a generic failure.
-    let long = GenerateRequest { prompt: "word ".repeat(5000), max_tokens: Some(4), ..prompt };
+    let long = GenerateRequest {
+        prompt: "word ".repeat(5000),
+        max_tokens: Some(4),
+        ..prompt
+    };
     let error = model.generate(&long).await.err().expect("too long");
     assert_eq!(error.kind(), ErrorKind::ContextLengthExceeded, "{error}");
 }

@@ -46,24 +46,50 @@ fn gguf() -> PathBuf {
 impl LlamaServer {
     /// Starts the server, or says why it cannot.
     pub async fn start() -> Result<Self, String> {
-        let binary = binary().ok_or("no llama-server: run scripts/build-llama-server.sh or set CORRAL_LLAMA_SERVER")?;
+        let binary = binary().ok_or(
+            "no llama-server: run scripts/build-llama-server.sh or set CORRAL_LLAMA_SERVER",
+        )?;
         let model = gguf();
         if !model.is_file() {
-            return Err(format!("no model at {}: run scripts/fetch-test-models.sh or set CORRAL_TEST_GGUF", model.display()));
+            return Err(format!(
+                "no model at {}: run scripts/fetch-test-models.sh or set CORRAL_TEST_GGUF",
+                model.display()
+            ));
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("no free port: {e}"))?
             .port();
         let child = Command::new(&binary)
-            .args(["-m", &model.to_string_lossy(), "--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["-c", "2048", "-np", "1", "-t", "2", "--embeddings", "--pooling", "mean"])
+            .args([
+                "-m",
+                &model.to_string_lossy(),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+            ])
+            .args([
+                "-c",
+                "2048",
+                "-np",
+                "1",
+                "-t",
+                "2",
+                "--embeddings",
+                "--pooling",
+                "mean",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-        let mut server = Self { child, port, model: model.to_string_lossy().into_owned() };
+        let mut server = Self {
+            child,
+            port,
+            model: model.to_string_lossy().into_owned(),
+        };
         server.wait_ready(Duration::from_secs(120)).await?;
         Ok(server)
     }
@@ -103,7 +129,9 @@ impl Drop for LlamaServer {
 pub async fn for_test() -> Option<LlamaServer> {
     match LlamaServer::start().await {
         Ok(server) => Some(server),
-        Err(why) if std::env::var_os("CI").is_some() => panic!("llama-server is required in CI: {why}"),
+        Err(why) if std::env::var_os("CI").is_some() => {
+            panic!("llama-server is required in CI: {why}")
+        }
         Err(why) => {
             eprintln!("SKIPPED: llama-server test ({why})");
             None
