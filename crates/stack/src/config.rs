@@ -143,7 +143,7 @@ pub enum ModelKind {
 
 impl std::fmt::Display for ModelKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             Self::Chat => "chat",
             Self::Embedding => "embedding",
         })
