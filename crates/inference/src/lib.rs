@@ -7,3 +7,5 @@
 
 #[cfg(feature = "remote")]
 pub mod remote;
+#[cfg(feature = "remote")]
+mod stream;

@@ -1,14 +1,12 @@
 //! The HTTP side: requests with auth and timeouts, errors classified for the wrappers, and SSE
 //! streams turned into deltas.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-use corral_core::{ChatDelta, ChatError, ChatStream, ErrorKind, ProviderError};
+use corral_core::{ChatError, ChatStream, ErrorKind, ProviderError};
 use futures::StreamExt;
-use futures::stream::BoxStream;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::Value;
@@ -16,6 +14,7 @@ use serde_json::Value;
 use super::presets::Auth;
 use super::sse;
 use super::wire::{self, ChunkContent};
+use crate::stream::{self, Framing, Said};
 
 /// A credential: deserialized from config like a string, never printed.
 #[derive(Clone, Deserialize)]
@@ -171,11 +170,11 @@ impl Client {
     pub async fn stream(&self, path: &str, body: &Value) -> Result<ChatStream, ChatError> {
         let builder = self.request(reqwest::Method::POST, path)?.json(body);
         let response = self.send(builder).await?;
-        Ok(DeltaStream::new(
+        Ok(stream::deltas(
             self.endpoint.provider.clone(),
+            Sse::default(),
             response.bytes_stream().boxed(),
-        )
-        .into_stream())
+        ))
     }
 
     pub async fn embed(
@@ -256,7 +255,7 @@ impl Client {
 }
 
 /// The error and its sources, which say what actually happened ("connection reset by peer").
-fn chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(inner) = source {
@@ -307,104 +306,27 @@ fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     Some(when.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-/// Reads an SSE body event by event, producing deltas; notes what it has seen so that a body that
-/// breaks off or carries garbage becomes an error that says so.
-struct DeltaStream {
-    provider: String,
-    body: BoxStream<'static, reqwest::Result<Bytes>>,
-    decoder: sse::Decoder,
-    pending: VecDeque<Result<ChatDelta, ChatError>>,
-    events: usize,
-    text: String,
-    finished: bool,
-    ended: bool,
-}
+/// The OpenAI-compatible stream: SSE events carrying chat or completion chunks, ended by `[DONE]`.
+#[derive(Default)]
+struct Sse(sse::Decoder);
 
-impl DeltaStream {
-    fn new(provider: String, body: BoxStream<'static, reqwest::Result<Bytes>>) -> Self {
-        Self {
-            provider,
-            body,
-            decoder: sse::Decoder::default(),
-            pending: VecDeque::new(),
-            events: 0,
-            text: String::new(),
-            finished: false,
-            ended: false,
-        }
+impl Framing for Sse {
+    type Event = sse::Event;
+
+    fn feed(&mut self, bytes: &[u8]) -> Result<Vec<sse::Event>, String> {
+        self.0.feed(bytes)
     }
 
-    fn into_stream(self) -> ChatStream {
-        futures::stream::unfold(self, |mut state| async move {
-            let item = state.next().await?;
-            Some((item, state))
-        })
-        .boxed()
+    fn finish(&mut self) -> Result<Option<sse::Event>, String> {
+        self.0.finish()
     }
 
-    async fn next(&mut self) -> Option<Result<ChatDelta, ChatError>> {
-        loop {
-            if let Some(item) = self.pending.pop_front() {
-                return Some(item);
-            }
-            if self.ended {
-                return None;
-            }
-            match self.body.next().await {
-                Some(Ok(bytes)) => match self.decoder.feed(&bytes) {
-                    Ok(events) => events.into_iter().for_each(|e| self.event(e)),
-                    Err(problem) => {
-                        self.fail(ErrorKind::Permanent, format!("malformed stream: {problem}"))
-                    }
-                },
-                Some(Err(error)) => {
-                    let kind = if error.is_timeout() {
-                        ErrorKind::Timeout
-                    } else {
-                        ErrorKind::Transient
-                    };
-                    self.fail(kind, format!("the stream broke off: {}", chain(&error)));
-                }
-                None => {
-                    match self.decoder.finish() {
-                        Ok(Some(event)) => self.event(event),
-                        Ok(None) => {}
-                        Err(problem) => {
-                            self.fail(ErrorKind::Permanent, format!("malformed stream: {problem}"))
-                        }
-                    }
-                    if !self.ended && !self.finished {
-                        self.fail(
-                            ErrorKind::Transient,
-                            "the stream ended before the answer was complete",
-                        );
-                    }
-                    self.ended = true;
-                }
-            }
-        }
-    }
-
-    fn event(&mut self, event: sse::Event) {
-        if self.ended {
-            return;
-        }
-        self.events += 1;
+    fn interpret(&mut self, event: sse::Event, number: usize) -> Said {
         if event.data.trim() == "[DONE]" {
-            self.ended = true;
-            return;
+            return Said::Done;
         }
         match wire::parse_chunk(&event.data) {
-            Ok(ChunkContent::Deltas(deltas)) => {
-                for delta in deltas {
-                    match &delta {
-                        ChatDelta::Text { text } => self.text.push_str(text),
-                        ChatDelta::Finish { .. } => self.finished = true,
-                        _ => {}
-                    }
-                    self.pending.push_back(Ok(delta));
-                }
-            }
+            Ok(ChunkContent::Deltas(deltas)) => Said::Deltas(deltas),
             Ok(ChunkContent::Error(error)) => {
                 let code = error
                     .get("code")
@@ -414,37 +336,19 @@ impl DeltaStream {
                 let message =
                     wire::error_message(&serde_json::json!({ "error": error }).to_string())
                         .unwrap_or_else(|| error.to_string());
-                self.fail(
+                Said::Failed(
                     kind,
                     format!("the server reported an error mid-stream: {message}"),
-                );
+                )
             }
             Err(problem) => {
                 let data: String = event.data.chars().take(200).collect();
-                self.fail(
+                Said::Failed(
                     ErrorKind::Permanent,
-                    format!(
-                        "malformed stream event #{}: {problem} (data: {data})",
-                        self.events
-                    ),
-                );
+                    format!("malformed stream event #{number}: {problem} (data: {data})"),
+                )
             }
         }
-    }
-
-    /// Ends the stream with an error, keeping the text produced so far.
-    fn fail(&mut self, kind: ErrorKind, message: impl Into<String>) {
-        let source = ProviderError::new(kind, message).with_provider(self.provider.clone());
-        let error = if self.text.is_empty() {
-            ChatError::Provider(source)
-        } else {
-            ChatError::StreamInterrupted {
-                partial_text: self.text.clone(),
-                source,
-            }
-        };
-        self.pending.push_back(Err(error));
-        self.ended = true;
     }
 }
 

@@ -25,6 +25,7 @@ use corral_core::{
 use serde::Deserialize;
 
 pub use client::Secret;
+pub(crate) use client::chain as error_chain;
 use client::{Client, Endpoint};
 pub use presets::{Auth, Capabilities, PRESETS, Preset};
 
