@@ -182,6 +182,15 @@ impl Registry {
                 },
             ));
         }
+        #[cfg(feature = "bedrock")]
+        registry.inference.add(ProviderType::new(
+            corral_inference::bedrock::PROVIDER_TYPE,
+            "AWS Bedrock (Converse API; SigV4 or a Bedrock API key)",
+            |config: corral_inference::bedrock::BedrockConfig| {
+                corral_inference::bedrock::BedrockProvider::new(config)
+                    .map(|provider| Arc::new(provider) as Arc<dyn InferenceProvider>)
+            },
+        ));
         registry
     }
 

@@ -52,6 +52,20 @@ pub(crate) struct Endpoint {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub request_timeout: Duration,
+    /// Signs each request instead of sending a key (Bedrock's SigV4).
+    pub signer: Option<Box<dyn Signer>>,
+}
+
+/// Credentials that sign each request rather than travel as a header.
+pub(crate) trait Signer: fmt::Debug + Send + Sync {
+    /// The headers to add to a request with this method, full URL, signed headers and body.
+    fn sign(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Vec<(String, String)>, String>;
 }
 
 #[derive(Debug)]
@@ -124,24 +138,68 @@ impl Client {
         }
     }
 
+    /// A request to `path` under the base URL, with the configured headers and query, the JSON
+    /// body, and the credentials: a key header, or a signature over the exact bytes sent.
     fn request(
         &self,
         method: reqwest::Method,
         path: &str,
+        body: Option<&Value>,
     ) -> Result<reqwest::RequestBuilder, ProviderError> {
-        if self.endpoint.api_key.is_none() && self.endpoint.auth.requires_key() {
+        if self.endpoint.signer.is_none()
+            && self.endpoint.api_key.is_none()
+            && self.endpoint.auth.requires_key()
+        {
             let hint = match &self.endpoint.api_key_hint {
                 Some(var) => format!("set {var} or `api_key` in the provider's config"),
                 None => "set `api_key` in the provider's config".to_string(),
             };
             return Err(self.error(ErrorKind::Auth, format!("no API key: {hint}")));
         }
-        let url = format!("{}/{path}", self.endpoint.base_url.trim_end_matches('/'));
-        Ok(self
+        let joined = format!("{}/{path}", self.endpoint.base_url.trim_end_matches('/'));
+        let mut url = reqwest::Url::parse(&joined).map_err(|e| {
+            self.error(
+                ErrorKind::InvalidRequest,
+                format!("bad URL {joined:?}: {e}"),
+            )
+        })?;
+        if !self.endpoint.query.is_empty() {
+            url.query_pairs_mut().extend_pairs(&self.endpoint.query);
+        }
+        let bytes = match body {
+            Some(body) => serde_json::to_vec(body).map_err(|e| {
+                self.error(
+                    ErrorKind::InvalidRequest,
+                    format!("cannot encode the request: {e}"),
+                )
+            })?,
+            None => Vec::new(),
+        };
+        let mut builder = self
             .http
-            .request(method, url)
-            .headers(self.headers.clone())
-            .query(&self.endpoint.query))
+            .request(method.clone(), url.clone())
+            .headers(self.headers.clone());
+        if body.is_some() {
+            builder = builder.header("content-type", "application/json");
+        }
+        if let Some(signer) = &self.endpoint.signer {
+            let content_type = [("content-type", "application/json")];
+            let signed = if body.is_some() {
+                &content_type[..]
+            } else {
+                &[]
+            };
+            let headers = signer
+                .sign(method.as_str(), url.as_str(), signed, &bytes)
+                .map_err(|problem| self.error(ErrorKind::Auth, problem))?;
+            for (name, value) in headers {
+                builder = builder.header(name, value);
+            }
+        }
+        if body.is_some() {
+            builder = builder.body(bytes);
+        }
+        Ok(builder)
     }
 
     async fn send(
@@ -159,20 +217,29 @@ impl Client {
     /// POSTs JSON and returns the response body of a 2xx answer.
     pub async fn post(&self, path: &str, body: &Value) -> Result<String, ProviderError> {
         let builder = self
-            .request(reqwest::Method::POST, path)?
-            .timeout(self.endpoint.request_timeout)
-            .json(body);
+            .request(reqwest::Method::POST, path, Some(body))?
+            .timeout(self.endpoint.request_timeout);
         let response = self.send(builder).await?;
         response.text().await.map_err(|e| self.transport_error(&e))
     }
 
     /// POSTs JSON asking for an SSE stream and turns its events into deltas.
     pub async fn stream(&self, path: &str, body: &Value) -> Result<ChatStream, ChatError> {
-        let builder = self.request(reqwest::Method::POST, path)?.json(body);
+        self.stream_framed(path, body, Sse::default()).await
+    }
+
+    /// POSTs JSON and reads the streamed answer with the given framing.
+    pub async fn stream_framed<F: Framing>(
+        &self,
+        path: &str,
+        body: &Value,
+        framing: F,
+    ) -> Result<ChatStream, ChatError> {
+        let builder = self.request(reqwest::Method::POST, path, Some(body))?;
         let response = self.send(builder).await?;
         Ok(stream::deltas(
             self.endpoint.provider.clone(),
-            Sse::default(),
+            framing,
             response.bytes_stream().boxed(),
         ))
     }
@@ -194,7 +261,7 @@ impl Client {
 
     pub async fn list_models(&self) -> Result<Vec<String>, ProviderError> {
         let builder = self
-            .request(reqwest::Method::GET, "models")?
+            .request(reqwest::Method::GET, "models", None)?
             .timeout(self.endpoint.request_timeout);
         let response = self.send(builder).await?;
         let text = response
@@ -278,6 +345,8 @@ fn overflows_context(body: &str) -> bool {
         "maximum context length",
         "exceeds the available context size",
         "context window",
+        "input is too long",
+        "too many input tokens",
     ]
     .iter()
     .any(|marker| body.contains(marker))

@@ -26,7 +26,7 @@ use serde::Deserialize;
 
 pub use client::Secret;
 pub(crate) use client::chain as error_chain;
-use client::{Client, Endpoint};
+pub(crate) use client::{Client, Endpoint, Signer};
 pub use presets::{Auth, Capabilities, PRESETS, Preset};
 
 /// The `config` table of a remote provider. Every key is optional where the preset supplies it.
@@ -117,6 +117,7 @@ impl RemoteProvider {
             connect_timeout: seconds(config.connect_timeout_secs, 10.0, "connect_timeout_secs")?,
             read_timeout: seconds(config.read_timeout_secs, 120.0, "read_timeout_secs")?,
             request_timeout: seconds(config.request_timeout_secs, 600.0, "request_timeout_secs")?,
+            signer: None,
         };
         let embedding_batch_size = config
             .embedding_batch_size

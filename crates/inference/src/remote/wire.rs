@@ -439,6 +439,7 @@ pub(crate) fn error_message(body: &str) -> Option<String> {
         Value::String(s) => Some(s.clone()),
         Value::Object(o) => o
             .get("message")
+            .or_else(|| o.get("Message"))
             .or_else(|| o.get("detail"))
             .and_then(Value::as_str)
             .map(str::to_string),

@@ -24,6 +24,12 @@ pub enum Reply {
         events: Vec<String>,
         cut: Option<Cut>,
     },
+    /// A complete response with a binary body.
+    Bytes {
+        status: u16,
+        content_type: &'static str,
+        body: Vec<u8>,
+    },
     /// Reads the request, then resets the connection.
     Reset,
     /// Reads the request, waits, then answers.
@@ -253,6 +259,19 @@ async fn serve(mut socket: TcpStream, reply: Reply, recorded: Arc<Mutex<Vec<Reco
                 }
                 Some(Cut::Reset) => reset(socket),
             }
+        }
+        Reply::Bytes {
+            status,
+            content_type,
+            body,
+        } => {
+            let head = format!(
+                "HTTP/1.1 {status} Scripted\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = socket.write_all(head.as_bytes()).await;
+            let _ = socket.write_all(&body).await;
+            let _ = socket.shutdown().await;
         }
         Reply::Reset => reset(socket),
         Reply::After(..) => unreachable!("unwrapped above"),

@@ -1,0 +1,426 @@
+//! AWS Bedrock through its Converse and ConverseStream APIs: text, images and tools for the Llama
+//! 3.2 models there (and any other model Converse serves).
+//!
+//! Requests are signed with SigV4 by AWS's own `aws-sigv4` crate, or carry a Bedrock API key as a
+//! bearer token. The streamed answer comes in AWS event-stream frames, decoded by
+//! `aws-smithy-eventstream`. Transport, error classification and stream bookkeeping are the remote
+//! client's; only the wire format and the framing are Bedrock's own.
+
+mod wire;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::sign::v4;
+use aws_smithy_eventstream::frame::{DecodedFrame, MessageFrameDecoder};
+use aws_smithy_runtime_api::client::identity::Identity;
+use aws_smithy_types::event_stream::Message as Frame;
+use bytes::BytesMut;
+use corral_core::{
+    ChatError, ChatModel, ChatRequest, ChatResponse, ChatStream, EmbedError, Embedder, ErrorKind,
+    InferenceProvider, async_trait, lenient,
+};
+use serde::Deserialize;
+
+use crate::remote::{Auth, Client, Endpoint, Secret, Signer};
+use crate::stream::{Framing, Said};
+
+/// The provider type in `corral.toml`.
+pub const PROVIDER_TYPE: &str = "remote::bedrock";
+
+/// The Hugging Face ids of the Llama 3.2 models → Bedrock's model ids. Many regions serve these
+/// only through cross-region inference profiles (`us.meta.llama3-2-…`); name one of those as the
+/// model, or map it under `models` in the config.
+const MODELS: &[(&str, &str)] = &[
+    (
+        "meta-llama/Llama-3.2-1B-Instruct",
+        "meta.llama3-2-1b-instruct-v1:0",
+    ),
+    (
+        "meta-llama/Llama-3.2-3B-Instruct",
+        "meta.llama3-2-3b-instruct-v1:0",
+    ),
+    (
+        "meta-llama/Llama-3.2-11B-Vision-Instruct",
+        "meta.llama3-2-11b-instruct-v1:0",
+    ),
+    (
+        "meta-llama/Llama-3.2-90B-Vision-Instruct",
+        "meta.llama3-2-90b-instruct-v1:0",
+    ),
+];
+
+/// The `config` table of a `remote::bedrock` provider. Credentials left out come from the standard
+/// AWS environment variables.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BedrockConfig {
+    /// The AWS region (else `AWS_REGION`, then `AWS_DEFAULT_REGION`).
+    pub region: Option<String>,
+    /// Another endpoint than `https://bedrock-runtime.<region>.amazonaws.com` (a VPC endpoint, a proxy).
+    pub endpoint: Option<String>,
+    /// Else `AWS_ACCESS_KEY_ID`.
+    pub access_key_id: Option<Secret>,
+    /// Else `AWS_SECRET_ACCESS_KEY`.
+    pub secret_access_key: Option<Secret>,
+    /// For temporary credentials; else `AWS_SESSION_TOKEN`.
+    pub session_token: Option<Secret>,
+    /// A Bedrock API key, used instead of SigV4; else `AWS_BEARER_TOKEN_BEDROCK`.
+    pub api_key: Option<Secret>,
+    #[serde(default, deserialize_with = "lenient::option")]
+    pub connect_timeout_secs: Option<f64>,
+    #[serde(default, deserialize_with = "lenient::option")]
+    pub read_timeout_secs: Option<f64>,
+    #[serde(default, deserialize_with = "lenient::option")]
+    pub request_timeout_secs: Option<f64>,
+    /// More model-name mappings (ours → Bedrock's model or inference-profile ids).
+    #[serde(default)]
+    pub models: BTreeMap<String, String>,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// SigV4 over each request, for the `bedrock` service in one region.
+#[derive(Debug)]
+struct SigV4 {
+    region: String,
+    access_key_id: Option<Secret>,
+    secret_access_key: Option<Secret>,
+    session_token: Option<Secret>,
+}
+
+impl Signer for SigV4 {
+    fn sign(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Vec<(String, String)>, String> {
+        let (Some(key_id), Some(secret)) = (&self.access_key_id, &self.secret_access_key) else {
+            return Err(
+                "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
+                        (and AWS_SESSION_TOKEN for temporary ones), or a Bedrock API key in \
+                        AWS_BEARER_TOKEN_BEDROCK"
+                    .into(),
+            );
+        };
+        let identity: Identity = Credentials::new(
+            key_id.expose(),
+            secret.expose(),
+            self.session_token.as_ref().map(|t| t.expose().to_string()),
+            None,
+            "corral-config",
+        )
+        .into();
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&self.region)
+            .name("bedrock")
+            .time(SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()
+            .map_err(|e| format!("cannot set up SigV4 signing: {e}"))?
+            .into();
+        let request = SignableRequest::new(
+            method,
+            url,
+            headers.iter().copied(),
+            SignableBody::Bytes(body),
+        )
+        .map_err(|e| format!("cannot sign the request: {e}"))?;
+        let (instructions, _signature) = sign(request, &params)
+            .map_err(|e| format!("cannot sign the request: {e}"))?
+            .into_parts();
+        Ok(instructions
+            .headers()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect())
+    }
+}
+
+/// Bedrock as an inference provider.
+#[derive(Debug, Clone)]
+pub struct BedrockProvider {
+    client: Arc<Client>,
+    models: BTreeMap<String, String>,
+}
+
+impl BedrockProvider {
+    /// Builds the provider; cheap, no network. Errors name the config key at fault.
+    pub fn new(config: BedrockConfig) -> Result<Self, String> {
+        let region = config
+            .region
+            .or_else(|| env("AWS_REGION"))
+            .or_else(|| env("AWS_DEFAULT_REGION"))
+            .ok_or("`region` is required (or set AWS_REGION)")?;
+        if region.is_empty()
+            || !region
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(format!("`region` {region:?} is not an AWS region name"));
+        }
+        let base_url = config
+            .endpoint
+            .unwrap_or_else(|| format!("https://bedrock-runtime.{region}.amazonaws.com"));
+        let seconds = |value: Option<f64>, default: f64, key: &str| -> Result<Duration, String> {
+            let s = value.unwrap_or(default);
+            if s.is_finite() && s > 0.0 {
+                Ok(Duration::from_secs_f64(s))
+            } else {
+                Err(format!(
+                    "`{key}` must be a positive number of seconds, not {s}"
+                ))
+            }
+        };
+        let api_key = config
+            .api_key
+            .or_else(|| env("AWS_BEARER_TOKEN_BEDROCK").map(Secret::new));
+        let signer: Option<Box<dyn Signer>> = match api_key {
+            Some(_) => None,
+            None => Some(Box::new(SigV4 {
+                region,
+                access_key_id: config
+                    .access_key_id
+                    .or_else(|| env("AWS_ACCESS_KEY_ID").map(Secret::new)),
+                secret_access_key: config
+                    .secret_access_key
+                    .or_else(|| env("AWS_SECRET_ACCESS_KEY").map(Secret::new)),
+                session_token: config
+                    .session_token
+                    .or_else(|| env("AWS_SESSION_TOKEN").map(Secret::new)),
+            })),
+        };
+        let endpoint = Endpoint {
+            provider: PROVIDER_TYPE.to_string(),
+            base_url,
+            auth: Auth::Bearer,
+            api_key,
+            api_key_hint: Some("AWS_BEARER_TOKEN_BEDROCK".into()),
+            query: Vec::new(),
+            headers: BTreeMap::new(),
+            connect_timeout: seconds(config.connect_timeout_secs, 10.0, "connect_timeout_secs")?,
+            read_timeout: seconds(config.read_timeout_secs, 120.0, "read_timeout_secs")?,
+            request_timeout: seconds(config.request_timeout_secs, 600.0, "request_timeout_secs")?,
+            signer,
+        };
+        let mut models: BTreeMap<String, String> = MODELS
+            .iter()
+            .map(|(ours, theirs)| (ours.to_string(), theirs.to_string()))
+            .collect();
+        models.extend(config.models);
+        Ok(Self {
+            client: Arc::new(Client::new(endpoint)?),
+            models,
+        })
+    }
+
+    /// A chat model handle; no request is made until it is used.
+    pub fn chat(&self, model: &str) -> BedrockChatModel {
+        let id = self.models.get(model).map_or(model, String::as_str);
+        BedrockChatModel {
+            client: self.client.clone(),
+            path: format!("model/{}", encode_path_segment(id)),
+        }
+    }
+}
+
+/// Percent-encodes a model id or ARN for the URL path (`:` and `/` included), as Bedrock expects.
+fn encode_path_segment(id: &str) -> String {
+    id.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[async_trait]
+impl InferenceProvider for BedrockProvider {
+    async fn chat_model(&self, name: &str) -> Result<Arc<dyn ChatModel>, ChatError> {
+        Ok(Arc::new(self.chat(name)))
+    }
+
+    async fn embedder(&self, name: &str) -> Result<Arc<dyn Embedder>, EmbedError> {
+        Err(EmbedError::InvalidRequest(format!(
+            "{PROVIDER_TYPE} serves chat models through Converse only; `{name}` cannot embed here"
+        )))
+    }
+}
+
+/// A chat model on Bedrock.
+#[derive(Debug, Clone)]
+pub struct BedrockChatModel {
+    client: Arc<Client>,
+    /// `model/<encoded id>`.
+    path: String,
+}
+
+#[async_trait]
+impl ChatModel for BedrockChatModel {
+    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, ChatError> {
+        let body = wire::converse_body(request).map_err(ChatError::InvalidRequest)?;
+        let text = self
+            .client
+            .post(&format!("{}/converse", self.path), &body)
+            .await?;
+        wire::parse_response(&text)
+            .map_err(|e| self.client.malformed("Converse response", &e).into())
+    }
+
+    async fn stream(&self, request: &ChatRequest) -> Result<ChatStream, ChatError> {
+        let body = wire::converse_body(request).map_err(ChatError::InvalidRequest)?;
+        self.client
+            .stream_framed(
+                &format!("{}/converse-stream", self.path),
+                &body,
+                EventStream::default(),
+            )
+            .await
+    }
+}
+
+/// AWS event-stream frames, as ConverseStream sends them.
+#[derive(Default)]
+struct EventStream {
+    decoder: MessageFrameDecoder,
+    buffer: BytesMut,
+    /// Bytes received since the last whole frame: non-zero at the end means a frame was cut.
+    unframed: usize,
+}
+
+fn header<'a>(frame: &'a Frame, name: &str) -> Option<&'a str> {
+    frame
+        .headers()
+        .iter()
+        .find(|h| h.name().as_str() == name)
+        .and_then(|h| h.value().as_string().ok())
+        .map(|s| s.as_str())
+}
+
+impl Framing for EventStream {
+    type Event = Frame;
+
+    fn feed(&mut self, bytes: &[u8]) -> Result<Vec<Frame>, String> {
+        self.buffer.extend_from_slice(bytes);
+        self.unframed += bytes.len();
+        let mut frames = Vec::new();
+        loop {
+            match self.decoder.decode_frame(&mut self.buffer) {
+                Ok(DecodedFrame::Complete(frame)) => {
+                    frames.push(frame);
+                    self.unframed = self.buffer.len();
+                }
+                Ok(DecodedFrame::Incomplete) => return Ok(frames),
+                Err(e) => return Err(format!("not a valid event-stream frame: {e}")),
+            }
+        }
+    }
+
+    fn finish(&mut self) -> Result<Option<Frame>, String> {
+        if self.unframed > 0 {
+            return Err(format!(
+                "the body ended inside an event-stream frame ({} bytes)",
+                self.unframed
+            ));
+        }
+        Ok(None)
+    }
+
+    fn interpret(&mut self, frame: Frame, number: usize) -> Said {
+        match header(&frame, ":message-type") {
+            Some("event") => {}
+            Some("exception") => {
+                let exception = header(&frame, ":exception-type").unwrap_or("unknown");
+                let message = serde_json::from_slice::<serde_json::Value>(frame.payload())
+                    .ok()
+                    .and_then(|v| {
+                        v.get("message")
+                            .or_else(|| v.get("Message"))
+                            .and_then(|m| m.as_str())
+                            .map(str::to_string)
+                    })
+                    .unwrap_or_else(|| String::from_utf8_lossy(frame.payload()).into_owned());
+                return Said::Failed(
+                    exception_kind(exception, &message),
+                    format!("{exception}: {message}"),
+                );
+            }
+            Some("error") => {
+                let code = header(&frame, ":error-code").unwrap_or("unknown");
+                let message = header(&frame, ":error-message").unwrap_or("");
+                return Said::Failed(ErrorKind::Transient, format!("{code}: {message}"));
+            }
+            other => {
+                return Said::Failed(
+                    ErrorKind::Permanent,
+                    format!("malformed stream event #{number}: message type {other:?}"),
+                );
+            }
+        }
+        let Some(event_type) = header(&frame, ":event-type") else {
+            return Said::Failed(
+                ErrorKind::Permanent,
+                format!("malformed stream event #{number}: no :event-type"),
+            );
+        };
+        match wire::stream_event(event_type, frame.payload()) {
+            Ok(deltas) => Said::Deltas(deltas),
+            Err(problem) => Said::Failed(
+                ErrorKind::Permanent,
+                format!("malformed stream event #{number} ({event_type}): {problem}"),
+            ),
+        }
+    }
+}
+
+/// ConverseStream's exceptions, by what retrying can do about them.
+fn exception_kind(exception: &str, message: &str) -> ErrorKind {
+    match exception {
+        "throttlingException" => ErrorKind::RateLimited,
+        "internalServerException" | "serviceUnavailableException" | "modelStreamErrorException" => {
+            ErrorKind::Transient
+        }
+        "validationException" if message.to_ascii_lowercase().contains("too long") => {
+            ErrorKind::ContextLengthExceeded
+        }
+        "validationException" => ErrorKind::InvalidRequest,
+        _ => ErrorKind::Permanent,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_ids_and_arns_are_encoded_for_the_path() {
+        assert_eq!(
+            encode_path_segment("meta.llama3-2-3b-instruct-v1:0"),
+            "meta.llama3-2-3b-instruct-v1%3A0"
+        );
+        assert_eq!(
+            encode_path_segment(
+                "arn:aws:bedrock:us-west-2:123:inference-profile/us.meta.llama3-2-3b-instruct-v1:0"
+            ),
+            "arn%3Aaws%3Abedrock%3Aus-west-2%3A123%3Ainference-profile%2Fus.meta.llama3-2-3b-instruct-v1%3A0"
+        );
+    }
+
+    #[test]
+    fn a_region_is_required_and_checked() {
+        let config = BedrockConfig {
+            region: Some("us-west-2; rm".into()),
+            ..BedrockConfig::default()
+        };
+        assert!(BedrockProvider::new(config).is_err());
+    }
+}

@@ -1,0 +1,287 @@
+//! The Converse API's JSON, and the events of ConverseStream, mapped to and from `corral-core`
+//! types. Shapes follow the Amazon Bedrock API reference (Converse, ConverseStream, ContentBlock,
+//! ToolConfiguration, ConverseStreamOutput).
+
+use corral_core::{
+    ChatDelta, ChatRequest, ChatResponse, ContentPart, FinishReason, ImageSource, Message,
+    ResponseFormat, ToolCall, ToolCallDelta, ToolChoice, Usage,
+};
+use serde_json::{Map, Value, json};
+
+/// The body of `POST /model/{modelId}/converse` (and `converse-stream`). Options the Converse API
+/// has no field for are refused rather than dropped.
+pub(crate) fn converse_body(request: &ChatRequest) -> Result<Value, String> {
+    let sampling = &request.sampling;
+    let unsupported: Vec<&str> = [
+        ("top_k", sampling.top_k.is_some()),
+        ("min_p", sampling.min_p.is_some()),
+        ("repetition_penalty", sampling.repetition_penalty.is_some()),
+        ("presence_penalty", sampling.presence_penalty.is_some()),
+        ("frequency_penalty", sampling.frequency_penalty.is_some()),
+        ("seed", sampling.seed.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, set)| set.then_some(name))
+    .collect();
+    if !unsupported.is_empty() {
+        return Err(format!(
+            "Bedrock's Converse API has no {}; leave them unset for this provider",
+            unsupported.join(", ")
+        ));
+    }
+    if let ResponseFormat::JsonSchema { .. } = request.response_format {
+        return Err("Bedrock's Converse API has no JSON-schema response format".into());
+    }
+
+    let mut system = Vec::new();
+    let mut messages: Vec<(&str, Vec<Value>)> = Vec::new();
+    for message in &request.messages {
+        let (role, blocks) = match message {
+            Message::System { content } => {
+                system.push(json!({"text": content}));
+                continue;
+            }
+            Message::User { content } => (
+                "user",
+                content
+                    .iter()
+                    .map(content_block)
+                    .collect::<Result<_, _>>()?,
+            ),
+            Message::Assistant {
+                content,
+                tool_calls,
+            } => {
+                let mut blocks = Vec::new();
+                if !content.is_empty() {
+                    blocks.push(json!({"text": content}));
+                }
+                for call in tool_calls {
+                    let input = match &call.arguments {
+                        Value::Object(_) => call.arguments.clone(),
+                        // Converse wants the input as a JSON object; a malformed call from the model
+                        // goes back as the text it was.
+                        other => json!({"raw": other}),
+                    };
+                    blocks.push(json!({"toolUse": {"toolUseId": call.id, "name": call.name, "input": input}}));
+                }
+                ("assistant", blocks)
+            }
+            // Tool results are user content in Converse.
+            Message::Tool {
+                tool_call_id,
+                content,
+            } => (
+                "user",
+                vec![
+                    json!({"toolResult": {"toolUseId": tool_call_id, "content": [{"text": content}]}}),
+                ],
+            ),
+        };
+        // Converse wants roles to alternate: consecutive messages of one role become one message.
+        match messages.last_mut() {
+            Some((last, existing)) if *last == role => existing.extend(blocks),
+            _ => messages.push((role, blocks)),
+        }
+    }
+
+    let mut body = Map::new();
+    body.insert(
+        "messages".into(),
+        messages
+            .into_iter()
+            .map(|(role, content)| json!({"role": role, "content": content}))
+            .collect(),
+    );
+    if !system.is_empty() {
+        body.insert("system".into(), system.into());
+    }
+    let mut inference = Map::new();
+    if let Some(max) = request.max_tokens {
+        inference.insert("maxTokens".into(), max.into());
+    }
+    if let Some(t) = sampling.temperature {
+        inference.insert("temperature".into(), float(t));
+    }
+    if let Some(p) = sampling.top_p {
+        inference.insert("topP".into(), float(p));
+    }
+    if !request.stop.is_empty() {
+        inference.insert("stopSequences".into(), request.stop.clone().into());
+    }
+    if !inference.is_empty() {
+        body.insert("inferenceConfig".into(), inference.into());
+    }
+    if !request.tools.is_empty() {
+        let tools: Vec<Value> = request
+            .tools
+            .iter()
+            .map(|t| json!({"toolSpec": {"name": t.name, "description": t.description, "inputSchema": {"json": t.parameters}}}))
+            .collect();
+        let mut config = json!({"tools": tools});
+        // Converse has no "none": the tools stay declared (earlier turns may use them) and the
+        // choice is left to the model, as with `auto`.
+        match &request.tool_choice {
+            ToolChoice::Auto | ToolChoice::None => {}
+            ToolChoice::Required => config["toolChoice"] = json!({"any": {}}),
+            ToolChoice::Tool(name) => config["toolChoice"] = json!({"tool": {"name": name}}),
+        }
+        body.insert("toolConfig".into(), config);
+    }
+    Ok(Value::Object(body))
+}
+
+fn float(x: f32) -> Value {
+    x.to_string()
+        .parse::<f64>()
+        .map_or(Value::Null, Value::from)
+}
+
+fn content_block(part: &ContentPart) -> Result<Value, String> {
+    match part {
+        ContentPart::Text { text } => Ok(json!({"text": text})),
+        ContentPart::Image {
+            image: ImageSource::Base64 { media_type, data },
+        } => {
+            let format = match media_type.as_str() {
+                "image/png" => "png",
+                "image/jpeg" | "image/jpg" => "jpeg",
+                "image/gif" => "gif",
+                "image/webp" => "webp",
+                other => {
+                    return Err(format!(
+                        "Bedrock takes PNG, JPEG, GIF and WebP images, not {other}"
+                    ));
+                }
+            };
+            Ok(json!({"image": {"format": format, "source": {"bytes": data}}}))
+        }
+        ContentPart::Image {
+            image: ImageSource::Url { url },
+        } => Err(format!(
+            "Bedrock takes images inline, not by URL ({url}): send a data: URL with the image bytes"
+        )),
+    }
+}
+
+pub(crate) fn finish_reason(stop: &str) -> FinishReason {
+    match stop {
+        "max_tokens" | "model_context_window_exceeded" => FinishReason::Length,
+        "tool_use" => FinishReason::ToolCalls,
+        "guardrail_intervened" | "content_filtered" => FinishReason::ContentFilter,
+        _ => FinishReason::Stop,
+    }
+}
+
+fn usage(value: &Value) -> Option<Usage> {
+    let count = |key: &str| {
+        value
+            .get(key)
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok())
+    };
+    Some(Usage {
+        prompt_tokens: count("inputTokens")?,
+        completion_tokens: count("outputTokens")?,
+    })
+}
+
+/// A Converse response.
+pub(crate) fn parse_response(body: &str) -> Result<ChatResponse, String> {
+    let value: Value = serde_json::from_str(body).map_err(|e| e.to_string())?;
+    let blocks = value
+        .pointer("/output/message/content")
+        .and_then(Value::as_array)
+        .ok_or("the response has no output.message.content")?;
+    let mut text = String::new();
+    let mut tool_calls = Vec::new();
+    for block in blocks {
+        if let Some(t) = block.get("text").and_then(Value::as_str) {
+            text.push_str(t);
+        } else if let Some(tool) = block.get("toolUse") {
+            tool_calls.push(ToolCall {
+                id: tool
+                    .get("toolUseId")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                name: tool
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                arguments: tool.get("input").cloned().unwrap_or_else(|| json!({})),
+            });
+        }
+    }
+    let finish_reason = match value.get("stopReason").and_then(Value::as_str) {
+        Some(stop) => finish_reason(stop),
+        None if !tool_calls.is_empty() => FinishReason::ToolCalls,
+        None => FinishReason::Stop,
+    };
+    Ok(ChatResponse {
+        text,
+        tool_calls,
+        finish_reason,
+        usage: value.get("usage").and_then(usage),
+    })
+}
+
+/// The deltas one ConverseStream event (by its `:event-type`) carries.
+pub(crate) fn stream_event(event_type: &str, payload: &[u8]) -> Result<Vec<ChatDelta>, String> {
+    let value: Value = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
+    let index = value
+        .get("contentBlockIndex")
+        .and_then(Value::as_u64)
+        .unwrap_or(0) as usize;
+    let mut deltas = Vec::new();
+    match event_type {
+        "contentBlockStart" => {
+            if let Some(tool) = value.pointer("/start/toolUse") {
+                deltas.push(ChatDelta::ToolCall(ToolCallDelta {
+                    index,
+                    id: tool
+                        .get("toolUseId")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                    name: tool.get("name").and_then(Value::as_str).map(str::to_string),
+                    arguments: String::new(),
+                }));
+            }
+        }
+        "contentBlockDelta" => {
+            let delta = value
+                .get("delta")
+                .ok_or("contentBlockDelta without delta")?;
+            if let Some(text) = delta.get("text").and_then(Value::as_str) {
+                deltas.push(ChatDelta::Text {
+                    text: text.to_string(),
+                });
+            } else if let Some(input) = delta.pointer("/toolUse/input").and_then(Value::as_str) {
+                deltas.push(ChatDelta::ToolCall(ToolCallDelta {
+                    index,
+                    id: None,
+                    name: None,
+                    arguments: input.to_string(),
+                }));
+            }
+        }
+        "messageStop" => {
+            let stop = value
+                .get("stopReason")
+                .and_then(Value::as_str)
+                .unwrap_or("end_turn");
+            deltas.push(ChatDelta::Finish {
+                reason: finish_reason(stop),
+            });
+        }
+        "metadata" => {
+            if let Some(usage) = value.get("usage").and_then(usage) {
+                deltas.push(ChatDelta::Usage(usage));
+            }
+        }
+        // messageStart, contentBlockStop, and events added to the API later carry nothing we use.
+        _ => {}
+    }
+    Ok(deltas)
+}
