@@ -152,7 +152,7 @@ pub struct Usage {
 
 impl Usage {
     pub fn total_tokens(&self) -> u32 {
-        self.prompt_tokens + self.completion_tokens
+        self.prompt_tokens.saturating_add(self.completion_tokens)
     }
 }
 

@@ -73,6 +73,16 @@ where
     value(deserializer).map(Some)
 }
 
+/// A number of seconds from a config file as a [`std::time::Duration`]: positive, finite, and
+/// small enough to represent (a huge value is an error, not a panic).
+pub fn seconds(value: f64) -> Result<std::time::Duration, String> {
+    if !(value.is_finite() && value > 0.0) {
+        return Err(format!("must be a positive number of seconds, not {value}"));
+    }
+    std::time::Duration::try_from_secs_f64(value)
+        .map_err(|_| format!("{value} seconds is more than a duration can hold"))
+}
+
 #[cfg(test)]
 mod tests {
     use serde::Deserialize;
@@ -99,5 +109,16 @@ mod tests {
             "{e}"
         );
         assert!(serde_json::from_str::<Settings>(r#"{"port": 70000}"#).is_err());
+    }
+
+    #[test]
+    fn seconds_must_be_positive_finite_and_representable() {
+        assert_eq!(
+            super::seconds(1.5),
+            Ok(std::time::Duration::from_millis(1500))
+        );
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e20] {
+            assert!(super::seconds(bad).is_err(), "{bad}");
+        }
     }
 }

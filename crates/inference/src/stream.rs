@@ -132,13 +132,25 @@ impl<F: Framing> State<F> {
                     self.pending.push_back(Ok(delta));
                 }
             }
-            Said::Done => self.ended = true,
+            Said::Done if self.finished => self.ended = true,
+            Said::Done => self.fail(
+                ErrorKind::Transient,
+                "the stream ended before the answer was complete (no finish reason)",
+            ),
             Said::Failed(kind, message) => self.fail(kind, message),
         }
     }
 
-    /// Ends the stream with an error, keeping the text produced so far.
+    /// Ends the stream with an error, keeping the text produced so far. Once the answer is
+    /// complete (a finish reason arrived), trouble with what follows (a usage event, the close)
+    /// costs nothing the caller needs: it is logged and the stream ends normally.
     fn fail(&mut self, kind: ErrorKind, message: impl Into<String>) {
+        let message = message.into();
+        if self.finished {
+            tracing::debug!(provider = %self.provider, %message, "stream trouble after the answer was complete");
+            self.ended = true;
+            return;
+        }
         let source = ProviderError::new(kind, message).with_provider(self.provider.clone());
         let error = if self.text.is_empty() {
             ChatError::Provider(source)

@@ -499,3 +499,137 @@ async fn model_listings_come_from_get_models() {
     );
     assert_eq!(server.requests()[0].method, "GET");
 }
+
+fn raw_sse(body: &str) -> Reply {
+    Reply::Bytes {
+        status: 200,
+        content_type: "text/event-stream",
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+#[tokio::test]
+async fn a_stream_that_says_done_before_finishing_is_not_a_complete_answer() {
+    let events = format!("data: {}\n\ndata: [DONE]\n\n", text_chunk("Par"));
+    let server = ScriptedServer::start(vec![raw_sse(&events)]).await;
+    let stream = compat(&server)
+        .chat("m")
+        .stream(&request())
+        .await
+        .expect("starts");
+    match StreamCollector::collect(stream).await {
+        Err(ChatError::StreamInterrupted {
+            partial_text,
+            source,
+        }) => {
+            assert_eq!(partial_text, "Par");
+            assert_eq!(source.kind, ErrorKind::Transient);
+        }
+        other => panic!("expected StreamInterrupted, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn errors_reported_inside_a_stream_are_classified() {
+    let cases = [
+        (
+            r#"event: error
+data: {"error":{"message":"upstream overloaded","type":"server_error","code":null}}
+
+"#
+            .to_string(),
+            ErrorKind::Transient,
+        ),
+        (
+            format!(
+                "data: {}\n\n",
+                json!({"error": {"message": "slow down", "type": "rate_limit_error"}})
+            ),
+            ErrorKind::RateLimited,
+        ),
+        (
+            format!(
+                "data: {}\n\n",
+                json!({"error": {"message": "request (9000 tokens) exceeds the available context size (8192 tokens)", "code": "400"}})
+            ),
+            ErrorKind::ContextLengthExceeded,
+        ),
+        (
+            format!(
+                "data: {}\n\n",
+                json!({"error": {"message": "bad", "code": 400}})
+            ),
+            ErrorKind::InvalidRequest,
+        ),
+    ];
+    for (body, kind) in cases {
+        let server = ScriptedServer::start(vec![raw_sse(&body)]).await;
+        let stream = compat(&server)
+            .chat("m")
+            .stream(&request())
+            .await
+            .expect("starts");
+        let error = StreamCollector::collect(stream)
+            .await
+            .expect_err("reported");
+        assert_eq!(error.kind(), kind, "{body}: {error}");
+        assert!(error.to_string().contains("mid-stream"), "{error}");
+    }
+}
+
+#[tokio::test]
+async fn trouble_after_the_finish_reason_does_not_fail_a_complete_answer() {
+    let body = format!(
+        "data: {}\n\ndata: {}\n\ndata: {{\"usage\": garbage",
+        text_chunk("Paris."),
+        finish_chunk("stop")
+    );
+    let server = ScriptedServer::start(vec![raw_sse(&body)]).await;
+    let stream = compat(&server)
+        .chat("m")
+        .stream(&request())
+        .await
+        .expect("starts");
+    let answer = StreamCollector::collect(stream)
+        .await
+        .expect("complete despite the torn tail");
+    assert_eq!(answer.text, "Paris.");
+}
+
+#[tokio::test]
+async fn x_should_retry_flips_retrying_but_keeps_the_kind_of_fault() {
+    let server = ScriptedServer::start(vec![
+        Reply::status(400, r#"{"error":{"message":"bad"}}"#).with_header("x-should-retry", "false"),
+        Reply::status(409, r#"{"error":{"message":"conflict, try again"}}"#)
+            .with_header("x-should-retry", "true"),
+        Reply::status(503, r#"{"error":{"message":"busy"}}"#)
+            .with_header("x-should-retry", "false"),
+    ])
+    .await;
+    let model = compat(&server).chat("m");
+    assert_eq!(
+        model.complete(&request()).await.expect_err("400").kind(),
+        ErrorKind::InvalidRequest
+    );
+    assert_eq!(
+        model.complete(&request()).await.expect_err("409").kind(),
+        ErrorKind::Transient
+    );
+    assert_eq!(
+        model.complete(&request()).await.expect_err("503").kind(),
+        ErrorKind::Permanent
+    );
+}
+
+#[tokio::test]
+async fn an_absurd_retry_after_is_not_waited_for_and_does_not_panic() {
+    let server = ScriptedServer::start(vec![
+        Reply::status(429, r#"{"error":{"message":"later"}}"#).with_header("retry-after", "1e20"),
+        Reply::ok(completion("never")),
+    ])
+    .await;
+    let model = Retrying::new(compat(&server).chat("m"), quick_retries());
+    let error = model.complete(&request()).await.expect_err("gives up");
+    assert_eq!(error.kind(), ErrorKind::RateLimited);
+    assert_eq!(server.requests().len(), 1);
+}

@@ -10,7 +10,7 @@ mod wire;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
@@ -169,15 +169,9 @@ impl BedrockProvider {
         let base_url = config
             .endpoint
             .unwrap_or_else(|| format!("https://bedrock-runtime.{region}.amazonaws.com"));
-        let seconds = |value: Option<f64>, default: f64, key: &str| -> Result<Duration, String> {
-            let s = value.unwrap_or(default);
-            if s.is_finite() && s > 0.0 {
-                Ok(Duration::from_secs_f64(s))
-            } else {
-                Err(format!(
-                    "`{key}` must be a positive number of seconds, not {s}"
-                ))
-            }
+        let seconds = |value: Option<f64>, default: f64, key: &str| {
+            lenient::seconds(value.unwrap_or(default))
+                .map_err(|problem| format!("`{key}` {problem}"))
         };
         let api_key = config
             .api_key

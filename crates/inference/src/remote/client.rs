@@ -305,13 +305,17 @@ impl Client {
                 format!("{reason}: {snippet}")
             }
         });
+        let kind = if status.is_client_error() && overflows_context(&body) {
+            ErrorKind::ContextLengthExceeded
+        } else {
+            ErrorKind::from_http_status(status.as_u16())
+        };
+        // `x-should-retry` only overrides whether a retry happens; the kind stays what the status
+        // says otherwise (an invalid request stays one, so no fallback sends it on).
         let kind = match should_retry {
-            _ if status.is_client_error() && overflows_context(&body) => {
-                ErrorKind::ContextLengthExceeded
-            }
-            Some(true) => ErrorKind::Transient,
-            Some(false) => ErrorKind::Permanent,
-            None => ErrorKind::from_http_status(status.as_u16()),
+            Some(true) if !kind.is_retryable() => ErrorKind::Transient,
+            Some(false) if kind.is_retryable() => ErrorKind::Permanent,
+            _ => kind,
         };
         let mut error = self.error(kind, message).with_http(status.as_u16(), body);
         if let Some(wait) = retry_after {
@@ -365,11 +369,13 @@ fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
         && ms.is_finite()
         && ms >= 0.0
     {
-        return Some(Duration::from_secs_f64(ms / 1000.0));
+        // A wait too long to represent is as good as forever: the retry policy gives up on it.
+        return Some(Duration::try_from_secs_f64(ms / 1000.0).unwrap_or(Duration::MAX));
     }
     let value = header("retry-after")?;
     if let Ok(seconds) = value.parse::<f64>() {
-        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
+        return (seconds.is_finite() && seconds >= 0.0)
+            .then(|| Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX));
     }
     let when = httpdate::parse_http_date(value).ok()?;
     Some(when.duration_since(now).unwrap_or(Duration::ZERO))
@@ -391,22 +397,24 @@ impl Framing for Sse {
     }
 
     fn interpret(&mut self, event: sse::Event, number: usize) -> Said {
+        if event.event.as_deref() == Some("error") {
+            let message = wire::error_message(&event.data).unwrap_or_else(|| event.data.clone());
+            return Said::Failed(
+                stream_error_kind(None, &message),
+                format!("the server reported an error mid-stream: {message}"),
+            );
+        }
         if event.data.trim() == "[DONE]" {
             return Said::Done;
         }
         match wire::parse_chunk(&event.data) {
             Ok(ChunkContent::Deltas(deltas)) => Said::Deltas(deltas),
             Ok(ChunkContent::Error(error)) => {
-                let code = error
-                    .get("code")
-                    .and_then(Value::as_u64)
-                    .and_then(|c| u16::try_from(c).ok());
-                let kind = code.map_or(ErrorKind::Permanent, ErrorKind::from_http_status);
                 let message =
                     wire::error_message(&serde_json::json!({ "error": error }).to_string())
                         .unwrap_or_else(|| error.to_string());
                 Said::Failed(
-                    kind,
+                    stream_error_kind(Some(&error), &message),
                     format!("the server reported an error mid-stream: {message}"),
                 )
             }
@@ -418,6 +426,32 @@ impl Framing for Sse {
                 )
             }
         }
+    }
+}
+
+/// The kind of an error a server reports inside a stream: by its HTTP-like `code` (a number or a
+/// numeric string), else its `type`, else its words; otherwise trouble on the server's side.
+fn stream_error_kind(error: Option<&Value>, message: &str) -> ErrorKind {
+    if overflows_context(message) {
+        return ErrorKind::ContextLengthExceeded;
+    }
+    let field = |name: &str| error.and_then(|e| e.get(name));
+    let code = field("code").and_then(|c| match c {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    });
+    if let Some(code) = code.and_then(|c| u16::try_from(c).ok()) {
+        return ErrorKind::from_http_status(code);
+    }
+    match field("type").and_then(Value::as_str).unwrap_or_default() {
+        "exceed_context_size_error" => ErrorKind::ContextLengthExceeded,
+        "invalid_request_error" => ErrorKind::InvalidRequest,
+        "rate_limit_error" | "rate_limit_exceeded" | "requests" | "tokens" => {
+            ErrorKind::RateLimited
+        }
+        "authentication_error" | "permission_error" => ErrorKind::Auth,
+        _ => ErrorKind::Transient,
     }
 }
 

@@ -16,7 +16,6 @@ mod wire;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use corral_core::{
     ChatError, ChatModel, ChatRequest, ChatResponse, ChatStream, EmbedError, Embedder, Embedding,
@@ -87,15 +86,9 @@ impl RemoteProvider {
                 ));
             }
         };
-        let seconds = |value: Option<f64>, default: f64, key: &str| -> Result<Duration, String> {
-            let s = value.unwrap_or(default);
-            if s.is_finite() && s > 0.0 {
-                Ok(Duration::from_secs_f64(s))
-            } else {
-                Err(format!(
-                    "`{key}` must be a positive number of seconds, not {s}"
-                ))
-            }
+        let seconds = |value: Option<f64>, default: f64, key: &str| {
+            lenient::seconds(value.unwrap_or(default))
+                .map_err(|problem| format!("`{key}` {problem}"))
         };
         let endpoint = Endpoint {
             provider: preset.name.to_string(),

@@ -14,6 +14,7 @@ pub(crate) struct Decoder {
     line: Vec<u8>,
     event: Option<String>,
     data: Option<String>,
+    after_cr: bool,
 }
 
 impl Decoder {
@@ -21,7 +22,13 @@ impl Decoder {
     pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<Event>, String> {
         let mut events = Vec::new();
         for &byte in bytes {
-            if byte == b'\n' {
+            // Lines end with LF, CRLF or a lone CR; the LF of a CRLF split across two reads is
+            // remembered through `after_cr`.
+            let after_cr = std::mem::replace(&mut self.after_cr, byte == b'\r');
+            if byte == b'\n' && after_cr {
+                continue;
+            }
+            if byte == b'\n' || byte == b'\r' {
                 let line = std::mem::take(&mut self.line);
                 if let Some(event) = self.line_done(&line)? {
                     events.push(event);
@@ -33,19 +40,19 @@ impl Decoder {
         Ok(events)
     }
 
-    /// The end of the body: an event still open (no blank line after it) is complete now.
+    /// The end of the body. A line cut short means the connection was: an error. An event whose
+    /// lines are complete but that no blank line closed is delivered.
     pub fn finish(&mut self) -> Result<Option<Event>, String> {
-        let line = std::mem::take(&mut self.line);
-        if !line.is_empty()
-            && let Some(event) = self.line_done(&line)?
-        {
-            return Ok(Some(event));
+        if !self.line.is_empty() {
+            return Err(format!(
+                "the body ended in the middle of a line ({} bytes)",
+                self.line.len()
+            ));
         }
         Ok(self.dispatch())
     }
 
     fn line_done(&mut self, line: &[u8]) -> Result<Option<Event>, String> {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
         let line = std::str::from_utf8(line)
             .map_err(|e| format!("a stream line is not valid UTF-8 ({e})"))?;
         if line.is_empty() {
@@ -114,14 +121,31 @@ mod tests {
     }
 
     #[test]
-    fn an_unterminated_last_event_is_delivered_at_the_end() {
+    fn a_complete_last_event_without_a_blank_line_is_delivered_at_the_end() {
         let mut decoder = Decoder::default();
-        assert!(decoder.feed(b"data: tail").expect("valid").is_empty());
+        assert!(decoder.feed(b"data: tail\n").expect("valid").is_empty());
         assert_eq!(
             decoder.finish().expect("valid").map(|e| e.data),
             Some("tail".to_string())
         );
         assert_eq!(decoder.finish().expect("valid"), None);
+    }
+
+    #[test]
+    fn a_body_cut_mid_line_is_an_error() {
+        let mut decoder = Decoder::default();
+        let cut = b"data: {\"choices\":[{\"delta\":{\"content\":\"Par";
+        assert!(decoder.feed(cut).expect("valid").is_empty());
+        assert!(decoder.finish().is_err());
+    }
+
+    #[test]
+    fn a_lone_carriage_return_ends_a_line_too() {
+        let mut decoder = Decoder::default();
+        let events = decoder.feed(b"data: one\r\rdata: two\r").expect("valid");
+        assert_eq!(data(&events), ["one"]);
+        let rest = decoder.feed(b"\n\n").expect("valid");
+        assert_eq!(data(&rest), ["two"], "CR LF across reads is one line end");
     }
 
     #[test]

@@ -339,6 +339,9 @@ pub(crate) enum ChunkContent {
 /// One event of a chat-completions or completions stream.
 pub(crate) fn parse_chunk(data: &str) -> Result<ChunkContent, String> {
     let chunk: Chunk = serde_json::from_str(data).map_err(|e| e.to_string())?;
+    if chunk.choices.is_none() && chunk.usage.is_none() && chunk.error.is_none() {
+        return Err("the event has none of `choices`, `usage` or `error`".into());
+    }
     if let Some(error) = chunk.error {
         return Ok(ChunkContent::Error(error));
     }
@@ -395,23 +398,49 @@ struct EmbeddingItem {
     embedding: Vec<f32>,
 }
 
-/// `POST /embeddings`, in input order.
+/// `POST /embeddings`, in input order: by each item's `index` when the server gives them (each of
+/// 0..n exactly once), else in the order received.
 pub(crate) fn parse_embeddings(body: &str, expected: usize) -> Result<Vec<Vec<f32>>, String> {
-    let mut response: Embeddings = serde_json::from_str(body).map_err(|e| e.to_string())?;
+    let response: Embeddings = serde_json::from_str(body).map_err(|e| e.to_string())?;
     if response.data.len() != expected {
         return Err(format!(
             "asked for {expected} embeddings, got {}",
             response.data.len()
         ));
     }
-    if response.data.iter().all(|item| item.index.is_some()) {
-        response.data.sort_by_key(|item| item.index);
-    }
-    Ok(response
+    let indexed = response
         .data
+        .iter()
+        .filter(|item| item.index.is_some())
+        .count();
+    if indexed == 0 {
+        return Ok(response
+            .data
+            .into_iter()
+            .map(|item| item.embedding)
+            .collect());
+    }
+    if indexed != expected {
+        return Err("some embeddings have an `index` and some do not".into());
+    }
+    let mut slots: Vec<Option<Vec<f32>>> = vec![None; expected];
+    for item in response.data {
+        let index = item.index.unwrap_or(usize::MAX);
+        match slots.get_mut(index) {
+            Some(slot @ None) => *slot = Some(item.embedding),
+            Some(Some(_)) => return Err(format!("index {index} appears twice")),
+            None => {
+                return Err(format!(
+                    "index {index} is out of range for {expected} inputs"
+                ));
+            }
+        }
+    }
+    slots
         .into_iter()
-        .map(|item| item.embedding)
-        .collect())
+        .enumerate()
+        .map(|(i, slot)| slot.ok_or_else(|| format!("no embedding for index {i}")))
+        .collect()
 }
 
 #[derive(Debug, Deserialize)]
@@ -541,6 +570,7 @@ mod tests {
             Ok(ChunkContent::Error(_))
         ));
         assert!(parse_chunk("{not json").is_err());
+        assert!(parse_chunk(r#"{"message":"upstream timeout"}"#).is_err());
     }
 
     #[test]
@@ -552,6 +582,16 @@ mod tests {
         .expect("parses");
         assert_eq!(vectors, vec![vec![0.25], vec![0.5]]);
         assert!(parse_embeddings(r#"{"data":[]}"#, 1).is_err());
+        let unindexed =
+            parse_embeddings(r#"{"data":[{"embedding":[1.0]},{"embedding":[2.0]}]}"#, 2);
+        assert_eq!(unindexed, Ok(vec![vec![1.0], vec![2.0]]));
+        for bad in [
+            r#"{"data":[{"index":0,"embedding":[1.0]},{"index":0,"embedding":[2.0]}]}"#,
+            r#"{"data":[{"index":0,"embedding":[1.0]},{"index":2,"embedding":[2.0]}]}"#,
+            r#"{"data":[{"index":0,"embedding":[1.0]},{"embedding":[2.0]}]}"#,
+        ] {
+            assert!(parse_embeddings(bad, 2).is_err(), "{bad}");
+        }
     }
 
     #[test]
