@@ -86,8 +86,9 @@ fn summary(stack: &Stack) -> serde_json::Value {
         "providers": provider_rows(stack),
         "routes": stack.routes(),
         "vector_stores": config.vector_stores,
-        "shields": config.shields,
-        "tool_groups": config.tool_groups,
+        // Ids and providers only: params can hold credentials once `${env…}` is filled in.
+        "shields": config.shields.iter().map(|e| json!({"id": e.id, "provider": e.provider})).collect::<Vec<_>>(),
+        "tool_groups": config.tool_groups.iter().map(|e| json!({"id": e.id, "provider": e.provider})).collect::<Vec<_>>(),
         "agent": config.agent,
         "server": config.server,
     })

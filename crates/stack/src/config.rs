@@ -89,7 +89,7 @@ pub struct ProviderEntry {
 impl ProviderEntry {
     /// The configured time limit. Validated positive and finite when the stack is built.
     pub fn timeout(&self) -> Option<Duration> {
-        self.timeout_secs.map(Duration::from_secs_f64)
+        self.timeout_secs.and_then(|s| lenient::seconds(s).ok())
     }
 }
 
@@ -327,9 +327,10 @@ impl ConfigError {
     /// Adds "line L, column C" for a byte span of `text`.
     fn with_location(mut self, text: &str, span: Option<std::ops::Range<usize>>) -> Self {
         if let Some(span) = span {
-            let before = &text[..span.start.min(text.len())];
+            let before = text.get(..span.start).unwrap_or(text);
             let line = before.matches('\n').count() + 1;
-            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let column = before[line_start..].chars().count() + 1;
             self.problem = format!("line {line}, column {column}: {}", self.problem);
         }
         self
@@ -353,11 +354,8 @@ pub(crate) fn deserialize_at<T: serde::de::DeserializeOwned>(
                 ConfigErrorKind::MissingKey,
                 "required key is missing".to_string(),
             )
-        } else if let Some(field) = between(&message, "unknown field `", "`") {
-            // serde_path_to_error already ends the path with the unknown key.
-            if !key.ends_with(field) {
-                key = join(&key, field);
-            }
+        } else if message.starts_with("unknown field `") {
+            // serde_path_to_error's path already ends with the unknown key.
             let expected = message
                 .split_once(", expected ")
                 .map(|(_, rest)| format!(" (expected {rest})"))

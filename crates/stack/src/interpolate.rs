@@ -78,9 +78,11 @@ pub fn expand(input: &str, env: &dyn Env) -> Result<String, ExpandError> {
             out.push_str("${");
             rest = after;
         } else if let Some(after) = tail.strip_prefix("${") {
-            let end = after
-                .find('}')
-                .ok_or_else(|| ExpandError::Malformed(format!("`{tail}` has no closing `}}`")))?;
+            let end = after.find('}').ok_or_else(|| {
+                // Only the start: the rest of the string may be a secret.
+                let start: String = tail.chars().take(24).collect();
+                ExpandError::Malformed(format!("`{start}…` has no closing `}}`"))
+            })?;
             out.push_str(&resolve(&after[..end], env)?);
             rest = &after[end + 1..];
         } else {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use corral_core::{
-    ChatError, ChatModel, EmbedError, Embedder, ErrorKind, Fallback, InferenceProvider,
+    CapabilityError, ChatError, ChatModel, EmbedError, Embedder, Fallback, InferenceProvider,
     ProviderError, Retrying, SafetyProvider, Shield, ShieldError, Timeout, Tool, ToolError,
     ToolRuntimeProvider, VectorIoProvider, VectorStore, VectorStoreError,
 };
@@ -85,9 +85,17 @@ pub struct Stack {
 
 impl std::fmt::Debug for Stack {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the config: after interpolation it holds credentials.
         f.debug_struct("Stack")
             .field("origin", &self.origin)
-            .field("config", &self.config)
+            .field(
+                "models",
+                &self
+                    .chat_models
+                    .keys()
+                    .chain(self.embedders.keys())
+                    .collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -329,84 +337,125 @@ impl Stack {
         let entry = self
             .model(id, ModelKind::Chat)
             .map_err(ChatError::InvalidRequest)?;
-        let cell = &self.chat_models[&entry.id];
-        cell.get_or_try_init(|| async {
-            let primary = self.resilient_chat_model(entry).await?;
-            if entry.fallbacks.is_empty() {
-                return Ok(primary);
-            }
-            let mut rest = Vec::new();
-            for id in &entry.fallbacks {
-                let fallback = self
-                    .model(id, ModelKind::Chat)
-                    .map_err(ChatError::InvalidRequest)?;
-                rest.push(self.resilient_chat_model(fallback).await?);
-            }
-            Ok(Arc::new(Fallback::new(primary, rest)) as Arc<dyn ChatModel>)
-        })
-        .await
-        .cloned()
-    }
-
-    async fn resilient_chat_model(
-        &self,
-        model: &ModelEntry,
-    ) -> Result<Arc<dyn ChatModel>, ChatError> {
-        let built = &self.inference[&model.provider];
-        let mut chat = built.provider.chat_model(model.provider_model()).await?;
-        if let Some(limit) = built.entry.timeout() {
-            chat = Arc::new(Timeout::new(chat, limit));
-        }
-        if let Some(retry) = &built.entry.retry {
-            chat = Arc::new(Retrying::new(chat, retry.policy()));
-        }
-        Ok(chat)
+        self.chat_models[&entry.id]
+            .get_or_try_init(|| async {
+                let members = self
+                    .members(entry, |provider, name| async move {
+                        provider.chat_model(&name).await
+                    })
+                    .await?;
+                let mut members = members.into_iter().map(|(model, provider)| {
+                    let mut model: Arc<dyn ChatModel> = model;
+                    if let Some(limit) = provider.timeout() {
+                        model = Arc::new(Timeout::new(model, limit));
+                    }
+                    if let Some(retry) = &provider.retry {
+                        model = Arc::new(Retrying::new(model, retry.policy()));
+                    }
+                    model
+                });
+                let primary = members
+                    .next()
+                    .ok_or_else(|| ChatError::InvalidRequest(format!("`{id}` has no models")))?;
+                let rest: Vec<_> = members.collect();
+                Ok(if rest.is_empty() {
+                    primary
+                } else {
+                    Arc::new(Fallback::new(primary, rest)) as Arc<dyn ChatModel>
+                })
+            })
+            .await
+            .cloned()
     }
 
     /// The embedding model with this id, built on first use, wrapped like [`Self::chat_model`].
+    /// A model and its fallbacks must give vectors of one length.
     pub async fn embedder(&self, id: &str) -> Result<Arc<dyn Embedder>, EmbedError> {
         let entry = self
             .model(id, ModelKind::Embedding)
             .map_err(EmbedError::InvalidRequest)?;
-        let cell = &self.embedders[&entry.id];
-        cell.get_or_try_init(|| async {
-            let primary = self.resilient_embedder(entry).await?;
-            if entry.fallbacks.is_empty() {
-                return Ok(primary);
-            }
-            let mut rest = Vec::new();
-            for id in &entry.fallbacks {
-                let fallback = self.model(id, ModelKind::Embedding).map_err(EmbedError::InvalidRequest)?;
-                let embedder = self.resilient_embedder(fallback).await?;
-                if embedder.dimension() != primary.dimension() {
+        self.embedders[&entry.id]
+            .get_or_try_init(|| async {
+                let members = self
+                    .members(entry, |provider, name| async move { provider.embedder(&name).await })
+                    .await?;
+                let dimension = members.first().map(|(e, _)| e.dimension());
+                if let Some((odd, _)) = members.iter().find(|(e, _)| Some(e.dimension()) != dimension) {
                     return Err(EmbedError::InvalidRequest(format!(
-                        "embedding model `{}` falls back to `{id}`, but their vectors differ in length ({} and {})",
-                        entry.id,
-                        primary.dimension(),
-                        embedder.dimension()
+                        "embedding model `{id}` and its fallbacks give vectors of different lengths ({} and {})",
+                        dimension.unwrap_or_default(),
+                        odd.dimension()
                     )));
                 }
-                rest.push(embedder);
-            }
-            Ok(Arc::new(Fallback::new(primary, rest)) as Arc<dyn Embedder>)
-        })
-        .await
-        .cloned()
+                let mut members = members.into_iter().map(|(embedder, provider)| {
+                    let mut embedder: Arc<dyn Embedder> = embedder;
+                    if let Some(limit) = provider.timeout() {
+                        embedder = Arc::new(Timeout::new(embedder, limit));
+                    }
+                    if let Some(retry) = &provider.retry {
+                        embedder = Arc::new(Retrying::new(embedder, retry.policy()));
+                    }
+                    embedder
+                });
+                let primary = members.next().ok_or_else(|| EmbedError::InvalidRequest(format!("`{id}` has no models")))?;
+                let rest: Vec<_> = members.collect();
+                Ok(if rest.is_empty() { primary } else { Arc::new(Fallback::new(primary, rest)) as Arc<dyn Embedder> })
+            })
+            .await
+            .cloned()
     }
 
-    async fn resilient_embedder(
+    /// Builds a model and its fallbacks, each through its provider, under that provider's timeout
+    /// and retries (building can mean a request: a remote embedder asks for its dimension). A
+    /// member that cannot be built now for a reason another provider does not share (an outage,
+    /// a rate limit) is left out with a warning, so one provider's trouble does not take the
+    /// model down; if none can be built, the first error is returned. A member that is wrong in
+    /// itself (an invalid request: a model the provider does not have) is an error.
+    async fn members<M: ?Sized, E: CapabilityError, B, Fut>(
         &self,
-        model: &ModelEntry,
-    ) -> Result<Arc<dyn Embedder>, EmbedError> {
-        let built = &self.inference[&model.provider];
-        let mut embedder = built.provider.embedder(model.provider_model()).await?;
-        if let Some(limit) = built.entry.timeout() {
-            embedder = Arc::new(Timeout::new(embedder, limit));
+        entry: &ModelEntry,
+        build: B,
+    ) -> Result<Vec<(Arc<M>, &ProviderEntry)>, E>
+    where
+        B: Fn(Arc<dyn InferenceProvider>, String) -> Fut,
+        Fut: std::future::Future<Output = Result<Arc<M>, E>>,
+    {
+        let chain = std::iter::once(entry).chain(
+            entry
+                .fallbacks
+                .iter()
+                .filter_map(|id| self.config.models.iter().find(|m| &m.id == id)),
+        );
+        let mut members = Vec::new();
+        let mut first_error = None;
+        for model in chain {
+            let built = &self.inference[&model.provider];
+            let attempt = || async {
+                let call = build(built.provider.clone(), model.provider_model().to_string());
+                match built.entry.timeout() {
+                    Some(limit) => tokio::time::timeout(limit, call)
+                        .await
+                        .unwrap_or_else(|_| Err(E::timed_out(limit))),
+                    None => call.await,
+                }
+            };
+            let result = match &built.entry.retry {
+                Some(retry) => retry.policy().run(attempt).await,
+                None => attempt().await,
+            };
+            match result {
+                Ok(member) => members.push((member, &built.entry)),
+                Err(error) if error.kind().other_provider_may_help() => {
+                    tracing::warn!(model = %model.id, %error, "model unavailable; leaving it out of the chain for now");
+                    first_error.get_or_insert(error);
+                }
+                Err(error) => return Err(error),
+            }
         }
-        if let Some(retry) = &built.entry.retry {
-            embedder = Arc::new(Retrying::new(embedder, retry.policy()));
+        match (members.is_empty(), first_error) {
+            (true, Some(error)) => Err(error),
+            _ => Ok(members),
         }
-        Ok(embedder)
     }
 
     /// The vector store with this id, opened on first use with its embedding model's dimension.
@@ -427,7 +476,7 @@ impl Stack {
             .get_or_try_init(|| async {
                 let embedder = self.embedder(&entry.embedding_model).await.map_err(|e| {
                     VectorStoreError::Provider(ProviderError::new(
-                        ErrorKind::Permanent,
+                        e.kind(),
                         format!(
                             "vector store `{id}` needs embedding model `{}`: {e}",
                             entry.embedding_model
@@ -616,11 +665,11 @@ impl Checker<'_> {
             if api != Api::Inference {
                 return Err(only_inference("timeout_secs"));
             }
-            if !(seconds.is_finite() && seconds > 0.0) {
+            if let Err(problem) = corral_core::lenient::seconds(seconds) {
                 return Err(self.error(
                     &format!("{key}.timeout_secs"),
                     ConfigErrorKind::BadValue,
-                    format!("must be a positive number of seconds, not {seconds}"),
+                    problem,
                 ));
             }
         }

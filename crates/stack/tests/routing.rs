@@ -21,6 +21,8 @@ use serde::Deserialize;
 struct ScriptedProvider {
     models: HashMap<String, Arc<ScriptedChatModel>>,
     asked: Mutex<Vec<String>>,
+    /// Embedder builds that fail (transiently) before one succeeds.
+    embedder_failures: Mutex<u32>,
 }
 
 #[async_trait]
@@ -35,6 +37,16 @@ impl InferenceProvider for ScriptedProvider {
         }
     }
     async fn embedder(&self, name: &str) -> Result<Arc<dyn Embedder>, EmbedError> {
+        if name == "down" {
+            return Err(ProviderError::new(ErrorKind::Transient, "provider is down").into());
+        }
+        {
+            let mut failures = self.embedder_failures.lock().expect("lock");
+            if *failures > 0 {
+                *failures -= 1;
+                return Err(ProviderError::new(ErrorKind::Transient, "probe failed").into());
+            }
+        }
         let dimension = name
             .parse()
             .map_err(|_| EmbedError::InvalidRequest(format!("`{name}` is not a dimension")))?;
@@ -527,4 +539,71 @@ fn a_full_config_round_trips_through_toml() {
     let reread =
         Config::from_toml_str(&written, "written.toml", &|_: &str| None).expect("reparses");
     assert_eq!(reread, config, "{written}");
+}
+
+#[tokio::test]
+async fn a_chain_member_that_cannot_be_built_now_is_left_out() {
+    let fixture = Fixture::new(&[]);
+    let stack = fixture
+        .build(&format!(
+            "{TWO_PROVIDERS}
+            [[models]]
+            id = \"primary\"
+            provider = \"a\"
+            provider_model = \"down\"
+            kind = \"embedding\"
+            fallbacks = [\"backup\"]
+            [[models]]
+            id = \"backup\"
+            provider = \"b\"
+            provider_model = \"384\"
+            kind = \"embedding\"
+            fallbacks = [\"primary\"]
+            "
+        ))
+        .expect("builds");
+    // The primary's provider is down: the fallback serves.
+    assert_eq!(
+        stack
+            .embedder("primary")
+            .await
+            .expect("falls back")
+            .dimension(),
+        384
+    );
+    // The fallback's provider is down: the primary still serves.
+    assert_eq!(
+        stack.embedder("backup").await.expect("serves").dimension(),
+        384
+    );
+}
+
+#[tokio::test]
+async fn a_model_none_of_whose_members_can_be_built_reports_the_first_error() {
+    let fixture = Fixture::new(&[]);
+    let stack = fixture
+        .build(&format!(
+            "{TWO_PROVIDERS}\n[[models]]\nid = \"e\"\nprovider = \"a\"\nprovider_model = \"down\"\nkind = \"embedding\"\n"
+        ))
+        .expect("builds");
+    let error = stack.embedder("e").await.err().expect("down");
+    assert_eq!(error.kind(), ErrorKind::Transient);
+    assert!(error.to_string().contains("provider is down"), "{error}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn building_a_model_gets_the_providers_retries_too() {
+    let fixture = Fixture::new(&[]);
+    *fixture.providers["a"]
+        .embedder_failures
+        .lock()
+        .expect("lock") = 2;
+    let stack = fixture
+        .build(
+            "[[providers.inference]]\nid = \"a\"\ntype = \"test::scripted\"\nconfig = { name = \"a\" }\n\
+             retry = { max_attempts = 3, initial_backoff_ms = 100, jitter = false }\n\
+             [[models]]\nid = \"e\"\nprovider = \"a\"\nprovider_model = \"8\"\nkind = \"embedding\"\n",
+        )
+        .expect("builds");
+    assert_eq!(stack.embedder("e").await.expect("third try").dimension(), 8);
 }

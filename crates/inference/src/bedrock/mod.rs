@@ -175,6 +175,7 @@ impl BedrockProvider {
         };
         let api_key = config
             .api_key
+            .filter(|k| !k.expose().is_empty())
             .or_else(|| env("AWS_BEARER_TOKEN_BEDROCK").map(Secret::new));
         let signer: Option<Box<dyn Signer>> = match api_key {
             Some(_) => None,

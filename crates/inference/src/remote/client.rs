@@ -38,7 +38,6 @@ impl fmt::Debug for Secret {
 }
 
 /// Everything needed to talk to one endpoint.
-#[derive(Debug)]
 pub(crate) struct Endpoint {
     /// The provider type, for error messages.
     pub provider: String,
@@ -54,6 +53,20 @@ pub(crate) struct Endpoint {
     pub request_timeout: Duration,
     /// Signs each request instead of sending a key (Bedrock's SigV4).
     pub signer: Option<Box<dyn Signer>>,
+}
+
+impl fmt::Debug for Endpoint {
+    /// Header values can carry credentials (`headers = { Authorization = … }`): only names show.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("provider", &self.provider)
+            .field("base_url", &self.base_url)
+            .field("auth", &self.auth)
+            .field("api_key", &self.api_key)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("signer", &self.signer)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Credentials that sign each request rather than travel as a header.
@@ -89,8 +102,10 @@ impl Client {
         for (name, value) in &endpoint.headers {
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|e| format!("`headers` has an invalid header name {name:?}: {e}"))?;
-            let value = HeaderValue::from_str(value)
+            let mut value = HeaderValue::from_str(value)
                 .map_err(|e| format!("`headers.{name}` is not a valid header value: {e}"))?;
+            // Extra headers often carry credentials; keep them out of debug output.
+            value.set_sensitive(true);
             headers.insert(name, value);
         }
         if let (Some(key), auth) = (&endpoint.api_key, endpoint.auth) {

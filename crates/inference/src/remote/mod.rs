@@ -5,9 +5,10 @@
 //! `remote::openai-compat` takes any base URL; `remote::together`, `remote::groq`, … fill it in.
 //!
 //! Retries, timeouts and fallback are not done here: the stack wraps these models in
-//! `corral-core`'s wrappers as the config asks, deciding from the error kinds this module sets
-//! (429 → rate limited with `Retry-After`, 5xx and dropped connections → transient, other 4xx →
-//! permanent, context overflows → context length exceeded).
+//! `corral-core`'s wrappers as the config asks, deciding from the error kinds this module sets:
+//! 429 → rate limited (with `Retry-After`), 5xx and dropped connections → transient, timeouts →
+//! timeout, 401/403 → auth, 400/404/422 → invalid request, context overflows → context length
+//! exceeded, other 4xx → permanent.
 
 mod client;
 mod presets;
@@ -94,13 +95,16 @@ impl RemoteProvider {
             provider: preset.name.to_string(),
             base_url,
             auth: preset.auth,
-            api_key: config.api_key.or_else(|| {
-                let var = config.api_key_env.as_deref().or(preset.api_key_env)?;
-                std::env::var(var)
-                    .ok()
-                    .filter(|k| !k.is_empty())
-                    .map(Secret::new)
-            }),
+            api_key: config
+                .api_key
+                .filter(|k| !k.expose().is_empty())
+                .or_else(|| {
+                    let var = config.api_key_env.as_deref().or(preset.api_key_env)?;
+                    std::env::var(var)
+                        .ok()
+                        .filter(|k| !k.is_empty())
+                        .map(Secret::new)
+                }),
             api_key_hint: config
                 .api_key_env
                 .clone()

@@ -124,17 +124,17 @@ impl Drop for LlamaServer {
     }
 }
 
-/// Starts the server for a test; when it cannot be had, skips the test with a message, except
-/// in CI (`CI` set), where the set-up scripts must have provided it and a skip would hide that.
+/// Starts the server for a test. When it cannot be had, the test fails with what to run, unless
+/// `CORRAL_SKIP_LLAMA_SERVER` is set: then it is skipped, saying so.
 pub async fn for_test() -> Option<LlamaServer> {
     match LlamaServer::start().await {
         Ok(server) => Some(server),
-        Err(why) if std::env::var_os("CI").is_some() => {
-            panic!("llama-server is required in CI: {why}")
-        }
-        Err(why) => {
-            eprintln!("SKIPPED: llama-server test ({why})");
+        Err(why) if std::env::var_os("CORRAL_SKIP_LLAMA_SERVER").is_some() => {
+            eprintln!("SKIPPED (CORRAL_SKIP_LLAMA_SERVER is set): llama-server test: {why}");
             None
         }
+        Err(why) => panic!(
+            "llama-server is needed: {why}. ./scripts/test.sh sets it up; set CORRAL_SKIP_LLAMA_SERVER=1 to skip"
+        ),
     }
 }
