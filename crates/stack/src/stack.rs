@@ -67,6 +67,29 @@ struct Built<P: ?Sized> {
 
 type Cells<T> = HashMap<String, OnceCell<T>>;
 
+/// A model's chain as built: the first member that could be built, then the rest in order, each
+/// with the config of the provider it came from.
+type Member<'a, M> = (
+    (Arc<M>, &'a ProviderEntry),
+    Vec<(Arc<M>, &'a ProviderEntry)>,
+);
+
+/// Wraps a built `(model, provider entry)` in the timeout and retries the provider's config asks
+/// for. A macro rather than a function: each wrapper must be coerced to the capability's own trait
+/// object (`Arc<dyn ChatModel>`, `Arc<dyn Embedder>`).
+macro_rules! resilient {
+    ($member:expr) => {{
+        let (mut model, provider) = $member;
+        if let Some(limit) = provider.timeout() {
+            model = Arc::new(Timeout::new(model, limit));
+        }
+        if let Some(retry) = &provider.retry {
+            model = Arc::new(Retrying::new(model, retry.policy()));
+        }
+        model
+    }};
+}
+
 /// Providers built from a config, with routes from model, store, shield and tool-group ids to them.
 /// Models, stores, shields and tool groups are built on first use and then shared.
 pub struct Stack {
@@ -339,30 +362,18 @@ impl Stack {
             .map_err(ChatError::InvalidRequest)?;
         self.chat_models[&entry.id]
             .get_or_try_init(|| async {
-                let members = self
+                let (primary, rest) = self
                     .members(entry, |provider, name| async move {
                         provider.chat_model(&name).await
                     })
                     .await?;
-                let mut members = members.into_iter().map(|(model, provider)| {
-                    let mut model: Arc<dyn ChatModel> = model;
-                    if let Some(limit) = provider.timeout() {
-                        model = Arc::new(Timeout::new(model, limit));
-                    }
-                    if let Some(retry) = &provider.retry {
-                        model = Arc::new(Retrying::new(model, retry.policy()));
-                    }
-                    model
-                });
-                let primary = members
-                    .next()
-                    .ok_or_else(|| ChatError::InvalidRequest(format!("`{id}` has no models")))?;
-                let rest: Vec<_> = members.collect();
-                Ok(if rest.is_empty() {
-                    primary
-                } else {
-                    Arc::new(Fallback::new(primary, rest)) as Arc<dyn ChatModel>
-                })
+                let primary: Arc<dyn ChatModel> = resilient!(primary);
+                if rest.is_empty() {
+                    return Ok(primary);
+                }
+                let rest: Vec<Arc<dyn ChatModel>> =
+                    rest.into_iter().map(|m| resilient!(m)).collect();
+                Ok(Arc::new(Fallback::new(primary, rest)) as Arc<dyn ChatModel>)
             })
             .await
             .cloned()
@@ -376,30 +387,22 @@ impl Stack {
             .map_err(EmbedError::InvalidRequest)?;
         self.embedders[&entry.id]
             .get_or_try_init(|| async {
-                let members = self
+                let (primary, rest) = self
                     .members(entry, |provider, name| async move { provider.embedder(&name).await })
                     .await?;
-                let dimension = members.first().map(|(e, _)| e.dimension());
-                if let Some((odd, _)) = members.iter().find(|(e, _)| Some(e.dimension()) != dimension) {
+                let dimension = primary.0.dimension();
+                if let Some((odd, _)) = rest.iter().find(|(e, _)| e.dimension() != dimension) {
                     return Err(EmbedError::InvalidRequest(format!(
-                        "embedding model `{id}` and its fallbacks give vectors of different lengths ({} and {})",
-                        dimension.unwrap_or_default(),
+                        "embedding model `{id}` and its fallbacks give vectors of different lengths ({dimension} and {})",
                         odd.dimension()
                     )));
                 }
-                let mut members = members.into_iter().map(|(embedder, provider)| {
-                    let mut embedder: Arc<dyn Embedder> = embedder;
-                    if let Some(limit) = provider.timeout() {
-                        embedder = Arc::new(Timeout::new(embedder, limit));
-                    }
-                    if let Some(retry) = &provider.retry {
-                        embedder = Arc::new(Retrying::new(embedder, retry.policy()));
-                    }
-                    embedder
-                });
-                let primary = members.next().ok_or_else(|| EmbedError::InvalidRequest(format!("`{id}` has no models")))?;
-                let rest: Vec<_> = members.collect();
-                Ok(if rest.is_empty() { primary } else { Arc::new(Fallback::new(primary, rest)) as Arc<dyn Embedder> })
+                let primary: Arc<dyn Embedder> = resilient!(primary);
+                if rest.is_empty() {
+                    return Ok(primary);
+                }
+                let rest: Vec<Arc<dyn Embedder>> = rest.into_iter().map(|e| resilient!(e)).collect();
+                Ok(Arc::new(Fallback::new(primary, rest)) as Arc<dyn Embedder>)
             })
             .await
             .cloned()
@@ -415,7 +418,7 @@ impl Stack {
         &self,
         entry: &ModelEntry,
         build: B,
-    ) -> Result<Vec<(Arc<M>, &ProviderEntry)>, E>
+    ) -> Result<Member<'_, M>, E>
     where
         B: Fn(Arc<dyn InferenceProvider>, String) -> Fut,
         Fut: std::future::Future<Output = Result<Arc<M>, E>>,
@@ -452,9 +455,13 @@ impl Stack {
                 Err(error) => return Err(error),
             }
         }
-        match (members.is_empty(), first_error) {
-            (true, Some(error)) => Err(error),
-            _ => Ok(members),
+        let mut members = members.into_iter();
+        match (members.next(), first_error) {
+            (Some(primary), _) => Ok((primary, members.collect())),
+            (None, Some(error)) => Err(error),
+            (None, None) => {
+                unreachable!("a model is its own first member, so it was built or failed")
+            }
         }
     }
 
