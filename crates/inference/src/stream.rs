@@ -23,8 +23,11 @@ pub(crate) enum Said {
 /// A stream format: bytes in, events out, and what each event means.
 pub(crate) trait Framing: Send + 'static {
     type Event: Send;
-    /// Events completed by these bytes; an error means the bytes cannot be framed.
-    fn feed(&mut self, bytes: &[u8]) -> Result<Vec<Self::Event>, String>;
+    /// Events completed by these bytes, and an error when the bytes after them cannot be framed
+    /// (the events before the bad bytes still count).
+    fn feed(&mut self, bytes: &[u8]) -> (Vec<Self::Event>, Option<String>);
+    /// The media type the body must have; another one means the server did not stream.
+    fn content_type(&self) -> &'static str;
     /// At the end of the body: a last event, or an error for a frame cut short.
     fn finish(&mut self) -> Result<Option<Self::Event>, String>;
     /// The meaning of event number `number` (counted from 1).
@@ -75,12 +78,13 @@ impl<F: Framing> State<F> {
                 return None;
             }
             match self.body.next().await {
-                Some(Ok(bytes)) => match self.framing.feed(&bytes) {
-                    Ok(events) => events.into_iter().for_each(|e| self.event(e)),
-                    Err(problem) => {
-                        self.fail(ErrorKind::Permanent, format!("malformed stream: {problem}"))
+                Some(Ok(bytes)) => {
+                    let (events, problem) = self.framing.feed(&bytes);
+                    events.into_iter().for_each(|e| self.event(e));
+                    if let Some(problem) = problem {
+                        self.fail(ErrorKind::Permanent, format!("malformed stream: {problem}"));
                     }
-                },
+                }
                 Some(Err(error)) => {
                     let kind = if error.is_timeout() {
                         ErrorKind::Timeout

@@ -30,7 +30,8 @@ fn provider(server: &ScriptedServer, extra: Value) -> BedrockProvider {
         config.extend(extra);
     }
     let config: BedrockConfig = serde_json::from_value(config).expect("config");
-    BedrockProvider::new(config).expect("builds")
+    // No environment: the credentials are exactly the ones configured here.
+    BedrockProvider::with_env(config, &|_| None).expect("builds")
 }
 
 fn frame(event_type: &str, payload: Value) -> Vec<u8> {
@@ -218,9 +219,10 @@ async fn converse_requests_match_the_api_reference_and_are_signed() {
     );
 
     let sent = &server.requests()[0];
+    // The Llama 3.2 models are served on demand through the region's inference profile.
     assert_eq!(
         sent.target,
-        "/model/meta.llama3-2-11b-instruct-v1%3A0/converse"
+        "/model/us.meta.llama3-2-11b-instruct-v1%3A0/converse"
     );
     let golden = std::fs::read_to_string(format!(
         "{}/tests/golden/bedrock_converse_request.json",
@@ -392,8 +394,16 @@ async fn a_frame_cut_short_is_a_transient_error() {
         .stream(&question())
         .await
         .expect("starts");
-    let error = StreamCollector::collect(stream).await.expect_err("cut");
-    assert_eq!(error.kind(), ErrorKind::Transient, "{error}");
+    match StreamCollector::collect(stream).await {
+        Err(ChatError::StreamInterrupted {
+            partial_text,
+            source,
+        }) => {
+            assert_eq!(partial_text, "Par");
+            assert_eq!(source.kind, ErrorKind::Transient, "{source}");
+        }
+        other => panic!("expected StreamInterrupted, got {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -476,20 +486,129 @@ async fn missing_credentials_fail_before_anything_is_sent() {
         "endpoint": server.base_url().trim_end_matches("/v1"),
     }))
     .expect("config");
-    // The process environment may hold AWS credentials; only check when it does not.
-    if ["AWS_ACCESS_KEY_ID", "AWS_BEARER_TOKEN_BEDROCK"]
-        .iter()
-        .any(|v| std::env::var_os(v).is_some())
-    {
-        return;
-    }
-    let error = BedrockProvider::new(config)
-        .expect("builds")
+    let bedrock = BedrockProvider::with_env(config, &|_| None).expect("builds");
+    let error = bedrock
         .chat("m")
         .complete(&question())
         .await
-        .expect_err("no creds");
+        .expect_err("no credentials");
     assert_eq!(error.kind(), ErrorKind::Auth);
     assert!(error.to_string().contains("AWS_ACCESS_KEY_ID"), "{error}");
     assert!(server.requests().is_empty());
+}
+
+#[tokio::test]
+async fn credentials_come_from_one_source() {
+    let server = ScriptedServer::start(vec![
+        event_stream(&text_stream()),
+        event_stream(&text_stream()),
+    ])
+    .await;
+    let endpoint = server.base_url().trim_end_matches("/v1").to_string();
+    let environment = |name: &str| match name {
+        "AWS_BEARER_TOKEN_BEDROCK" => Some("env-bearer-token".to_string()),
+        "AWS_SESSION_TOKEN" => Some("env-session-token".to_string()),
+        "AWS_REGION" => Some("eu-west-1".to_string()),
+        _ => None,
+    };
+    // Keys in the config: SigV4 with exactly those, no token from the environment.
+    let config: BedrockConfig = serde_json::from_value(json!({
+        "endpoint": endpoint, "access_key_id": KEY_ID, "secret_access_key": SECRET
+    }))
+    .expect("config");
+    let signed = BedrockProvider::with_env(config, &environment).expect("builds");
+    let stream = signed
+        .chat("meta-llama/Llama-3.2-1B-Instruct")
+        .stream(&question())
+        .await
+        .expect("starts");
+    StreamCollector::collect(stream).await.expect("completes");
+    // Nothing in the config: the environment's bearer token.
+    let config: BedrockConfig =
+        serde_json::from_value(json!({"endpoint": endpoint})).expect("config");
+    let bearer = BedrockProvider::with_env(config, &environment).expect("builds");
+    let stream = bearer.chat("m").stream(&question()).await.expect("starts");
+    StreamCollector::collect(stream).await.expect("completes");
+
+    let requests = server.requests();
+    assert_eq!(requests[0].header("x-amz-security-token"), None);
+    assert!(
+        requests[0]
+            .header("authorization")
+            .is_some_and(|a| a.contains("/eu-west-1/bedrock/"))
+    );
+    assert_eq!(
+        requests[0].target,
+        "/model/eu.meta.llama3-2-1b-instruct-v1%3A0/converse-stream"
+    );
+    let (expected, signature) = expected_signature(&requests[0], SECRET);
+    assert_eq!(signature, expected);
+    assert_eq!(
+        requests[1].header("authorization"),
+        Some("Bearer env-bearer-token")
+    );
+}
+
+#[tokio::test]
+async fn tool_choice_none_leaves_the_tools_out_or_is_refused() {
+    let server = ScriptedServer::start(vec![event_stream(&text_stream())]).await;
+    let model = provider(&server, json!({})).chat("m");
+    let tool = ToolSpec {
+        name: "f".into(),
+        description: String::new(),
+        parameters: json!({"type": "object"}),
+    };
+    let request = question().with_tools(vec![tool.clone()], ToolChoice::None);
+    StreamCollector::collect(model.stream(&request).await.expect("starts"))
+        .await
+        .expect("completes");
+    assert_eq!(server.requests()[0].json().get("toolConfig"), None);
+
+    let history = ChatRequest::new(vec![
+        Message::user("hi"),
+        Message::assistant_tool_calls(
+            "",
+            vec![ToolCall {
+                id: "t".into(),
+                name: "f".into(),
+                arguments: json!({}),
+            }],
+        ),
+        Message::tool_result("t", "done"),
+    ])
+    .with_tools(vec![tool], ToolChoice::None);
+    let error = model.complete(&history).await.expect_err("refused");
+    assert_eq!(error.kind(), ErrorKind::InvalidRequest);
+    let empty = ChatRequest::new(vec![Message::user("hi"), Message::assistant("")]);
+    assert!(
+        model
+            .complete(&empty)
+            .await
+            .expect_err("refused")
+            .to_string()
+            .contains("message 1 is empty")
+    );
+}
+
+#[tokio::test]
+async fn malformed_model_output_and_a_body_that_is_not_a_stream_are_errors() {
+    let frames = vec![
+        frame(
+            "contentBlockDelta",
+            json!({"delta": {"text": "{\"na"}, "contentBlockIndex": 0}),
+        ),
+        frame("messageStop", json!({"stopReason": "malformed_tool_use"})),
+    ];
+    let not_a_stream = Reply::status(200, r#"{"message":"this proxy answered with JSON"}"#);
+    let server = ScriptedServer::start(vec![event_stream(&frames), not_a_stream]).await;
+    let model = provider(&server, json!({})).chat("m");
+    let error = StreamCollector::collect(model.stream(&question()).await.expect("starts"))
+        .await
+        .expect_err("malformed");
+    assert!(error.to_string().contains("malformed_tool_use"), "{error}");
+    let error = model.stream(&question()).await.err().expect("not a stream");
+    assert!(
+        error.to_string().contains("this proxy answered with JSON"),
+        "{error}"
+    );
 }

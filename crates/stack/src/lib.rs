@@ -24,4 +24,4 @@ pub use config::{
 };
 pub use error::{ConfigError, ConfigErrorKind};
 pub use registry::{Api, ProviderTable, ProviderType, ProviderTypeInfo, Registry};
-pub use stack::{ConfigSource, Route, Stack};
+pub use stack::{ConfigSource, REBUILD_AFTER, Route, Stack};

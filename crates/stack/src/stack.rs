@@ -67,11 +67,67 @@ struct Built<P: ?Sized> {
 
 type Cells<T> = HashMap<String, OnceCell<T>>;
 
+/// Built model chains by id. A chain built without some member (its provider was down) is kept
+/// only for [`REBUILD_AFTER`]; then the next call builds it again, so the member comes back.
+type Chains<M> = HashMap<String, tokio::sync::Mutex<Option<Chain<M>>>>;
+
+/// How long a chain that had to leave a member out is used before the stack tries again.
+pub const REBUILD_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
+struct Chain<M: ?Sized> {
+    model: Arc<M>,
+    /// Every member was built.
+    whole: bool,
+    built: tokio::time::Instant,
+}
+
+fn chains<'a, M: ?Sized>(ids: impl IntoIterator<Item = &'a str>) -> Chains<M> {
+    ids.into_iter()
+        .map(|id| (id.to_string(), tokio::sync::Mutex::new(None)))
+        .collect()
+}
+
+/// The chain in `slot`, built by `build` when there is none yet, or when the one there is not
+/// whole and [`REBUILD_AFTER`] has passed. A failed rebuild keeps serving the chain it had.
+async fn cached_chain<M: ?Sized, E: CapabilityError, Fut>(
+    slot: &tokio::sync::Mutex<Option<Chain<M>>>,
+    build: impl FnOnce() -> Fut,
+) -> Result<Arc<M>, E>
+where
+    Fut: std::future::Future<Output = Result<(Arc<M>, bool), E>>,
+{
+    let mut slot = slot.lock().await;
+    if let Some(chain) = slot.as_ref()
+        && (chain.whole || chain.built.elapsed() < REBUILD_AFTER)
+    {
+        return Ok(chain.model.clone());
+    }
+    match build().await {
+        Ok((model, whole)) => {
+            *slot = Some(Chain {
+                model: model.clone(),
+                whole,
+                built: tokio::time::Instant::now(),
+            });
+            Ok(model)
+        }
+        Err(error) => match slot.as_mut() {
+            Some(chain) => {
+                tracing::warn!(%error, "rebuilding a model chain failed; still using the one without it");
+                chain.built = tokio::time::Instant::now();
+                Ok(chain.model.clone())
+            }
+            None => Err(error),
+        },
+    }
+}
+
 /// A model's chain as built: the first member that could be built, then the rest in order, each
-/// with the config of the provider it came from.
+/// with the config of the provider it came from, and whether every member was built.
 type Member<'a, M> = (
     (Arc<M>, &'a ProviderEntry),
     Vec<(Arc<M>, &'a ProviderEntry)>,
+    bool,
 );
 
 /// Wraps a built `(model, provider entry)` in the timeout and retries the provider's config asks
@@ -99,8 +155,8 @@ pub struct Stack {
     vector_io: BTreeMap<String, Built<dyn VectorIoProvider>>,
     safety: BTreeMap<String, Built<dyn SafetyProvider>>,
     tool_runtime: BTreeMap<String, Built<dyn ToolRuntimeProvider>>,
-    chat_models: Cells<Arc<dyn ChatModel>>,
-    embedders: Cells<Arc<dyn Embedder>>,
+    chat_models: Chains<dyn ChatModel>,
+    embedders: Chains<dyn Embedder>,
     vector_stores: Cells<Arc<dyn VectorStore>>,
     shields: Cells<Arc<dyn Shield>>,
     tool_groups: Cells<Vec<Arc<dyn Tool>>>,
@@ -283,8 +339,8 @@ impl Stack {
             }
         }
         Ok(Self {
-            chat_models: cells(models_of(ModelKind::Chat)),
-            embedders: cells(models_of(ModelKind::Embedding)),
+            chat_models: chains(models_of(ModelKind::Chat)),
+            embedders: chains(models_of(ModelKind::Embedding)),
             vector_stores: cells(config.vector_stores.iter().map(|s| s.id.as_str())),
             shields: cells(config.shields.iter().map(|s| s.id.as_str())),
             tool_groups: cells(config.tool_groups.iter().map(|t| t.id.as_str())),
@@ -360,23 +416,23 @@ impl Stack {
         let entry = self
             .model(id, ModelKind::Chat)
             .map_err(ChatError::InvalidRequest)?;
-        self.chat_models[&entry.id]
-            .get_or_try_init(|| async {
-                let (primary, rest) = self
-                    .members(entry, |provider, name| async move {
-                        provider.chat_model(&name).await
-                    })
-                    .await?;
-                let primary: Arc<dyn ChatModel> = resilient!(primary);
-                if rest.is_empty() {
-                    return Ok(primary);
-                }
-                let rest: Vec<Arc<dyn ChatModel>> =
-                    rest.into_iter().map(|m| resilient!(m)).collect();
-                Ok(Arc::new(Fallback::new(primary, rest)) as Arc<dyn ChatModel>)
-            })
-            .await
-            .cloned()
+        cached_chain(&self.chat_models[&entry.id], || async {
+            let (primary, rest, whole) = self
+                .members(entry, |provider, name| async move {
+                    provider.chat_model(&name).await
+                })
+                .await?;
+            let primary: Arc<dyn ChatModel> = resilient!(primary);
+            if rest.is_empty() {
+                return Ok((primary, whole));
+            }
+            let rest: Vec<Arc<dyn ChatModel>> = rest.into_iter().map(|m| resilient!(m)).collect();
+            Ok((
+                Arc::new(Fallback::new(primary, rest)) as Arc<dyn ChatModel>,
+                whole,
+            ))
+        })
+        .await
     }
 
     /// The embedding model with this id, built on first use, wrapped like [`Self::chat_model`].
@@ -385,34 +441,33 @@ impl Stack {
         let entry = self
             .model(id, ModelKind::Embedding)
             .map_err(EmbedError::InvalidRequest)?;
-        self.embedders[&entry.id]
-            .get_or_try_init(|| async {
-                let (primary, rest) = self
-                    .members(entry, |provider, name| async move { provider.embedder(&name).await })
-                    .await?;
-                let dimension = primary.0.dimension();
-                if let Some((odd, _)) = rest.iter().find(|(e, _)| e.dimension() != dimension) {
-                    return Err(EmbedError::InvalidRequest(format!(
-                        "embedding model `{id}` and its fallbacks give vectors of different lengths ({dimension} and {})",
-                        odd.dimension()
-                    )));
-                }
-                let primary: Arc<dyn Embedder> = resilient!(primary);
-                if rest.is_empty() {
-                    return Ok(primary);
-                }
-                let rest: Vec<Arc<dyn Embedder>> = rest.into_iter().map(|e| resilient!(e)).collect();
-                Ok(Arc::new(Fallback::new(primary, rest)) as Arc<dyn Embedder>)
-            })
-            .await
-            .cloned()
+        cached_chain(&self.embedders[&entry.id], || async {
+            let (primary, rest, whole) = self
+                .members(entry, |provider, name| async move { provider.embedder(&name).await })
+                .await?;
+            let dimension = primary.0.dimension();
+            if let Some((odd, _)) = rest.iter().find(|(e, _)| e.dimension() != dimension) {
+                return Err(EmbedError::InvalidRequest(format!(
+                    "embedding model `{id}` and its fallbacks give vectors of different lengths ({dimension} and {})",
+                    odd.dimension()
+                )));
+            }
+            let primary: Arc<dyn Embedder> = resilient!(primary);
+            if rest.is_empty() {
+                return Ok((primary, whole));
+            }
+            let rest: Vec<Arc<dyn Embedder>> = rest.into_iter().map(|e| resilient!(e)).collect();
+            Ok((Arc::new(Fallback::new(primary, rest)) as Arc<dyn Embedder>, whole))
+        })
+        .await
     }
 
     /// Builds a model and its fallbacks, each through its provider, under that provider's timeout
     /// and retries (building can mean a request: a remote embedder asks for its dimension). A
     /// member that cannot be built now for a reason another provider does not share (an outage,
     /// a rate limit) is left out with a warning, so one provider's trouble does not take the
-    /// model down; if none can be built, the first error is returned. A member that is wrong in
+    /// model down (the stack builds the chain again after [`REBUILD_AFTER`]); if none can be
+    /// built, the first error is returned. A member that is wrong in
     /// itself (an invalid request: a model the provider does not have) is an error.
     async fn members<M: ?Sized, E: CapabilityError, B, Fut>(
         &self,
@@ -455,9 +510,10 @@ impl Stack {
                 Err(error) => return Err(error),
             }
         }
+        let whole = first_error.is_none();
         let mut members = members.into_iter();
         match (members.next(), first_error) {
-            (Some(primary), _) => Ok((primary, members.collect())),
+            (Some(primary), _) => Ok((primary, members.collect(), whole)),
             (None, Some(error)) => Err(error),
             (None, None) => {
                 unreachable!("a model is its own first member, so it was built or failed")

@@ -23,12 +23,21 @@ struct ScriptedProvider {
     asked: Mutex<Vec<String>>,
     /// Embedder builds that fail (transiently) before one succeeds.
     embedder_failures: Mutex<u32>,
+    /// Chat model builds that fail (transiently) before one succeeds.
+    chat_failures: Mutex<u32>,
 }
 
 #[async_trait]
 impl InferenceProvider for ScriptedProvider {
     async fn chat_model(&self, name: &str) -> Result<Arc<dyn ChatModel>, ChatError> {
         self.asked.lock().expect("lock").push(name.to_string());
+        {
+            let mut failures = self.chat_failures.lock().expect("lock");
+            if *failures > 0 {
+                *failures -= 1;
+                return Err(ProviderError::new(ErrorKind::Transient, "loading failed").into());
+            }
+        }
         match self.models.get(name) {
             Some(model) => Ok(model.clone()),
             None => Err(ChatError::InvalidRequest(format!(
@@ -606,4 +615,52 @@ async fn building_a_model_gets_the_providers_retries_too() {
         )
         .expect("builds");
     assert_eq!(stack.embedder("e").await.expect("third try").dimension(), 8);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_member_left_out_comes_back_once_its_provider_does() {
+    let fixture = Fixture::new(&[
+        ("a", "m", vec![Step::text("from a")]),
+        (
+            "b",
+            "m",
+            vec![Step::text("from b"), Step::text("from b again")],
+        ),
+    ]);
+    *fixture.providers["a"].chat_failures.lock().expect("lock") = 1;
+    let stack = fixture
+        .build(&format!(
+            "{TWO_PROVIDERS}
+            [[models]]
+            id = \"primary\"
+            provider = \"a\"
+            provider_model = \"m\"
+            kind = \"chat\"
+            fallbacks = [\"backup\"]
+            [[models]]
+            id = \"backup\"
+            provider = \"b\"
+            provider_model = \"m\"
+            kind = \"chat\"
+            "
+        ))
+        .expect("builds");
+    let ask = || async {
+        stack
+            .chat_model("primary")
+            .await
+            .expect("serves")
+            .complete(&request())
+            .await
+            .expect("answers")
+            .text
+    };
+    // The primary's provider fails to load it: the backup serves, and keeps serving for a while.
+    assert_eq!(ask().await, "from b");
+    tokio::time::advance(corral_stack::REBUILD_AFTER / 2).await;
+    assert_eq!(ask().await, "from b again");
+    // Then the chain is built again, and the primary is back.
+    tokio::time::advance(corral_stack::REBUILD_AFTER).await;
+    assert_eq!(ask().await, "from a");
+    assert_eq!(fixture.providers["a"].asked.lock().expect("lock").len(), 2);
 }

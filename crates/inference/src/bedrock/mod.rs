@@ -31,9 +31,9 @@ use crate::stream::{Framing, Said};
 /// The provider type in `corral.toml`.
 pub const PROVIDER_TYPE: &str = "remote::bedrock";
 
-/// The Hugging Face ids of the Llama 3.2 models → Bedrock's model ids. Many regions serve these
-/// only through cross-region inference profiles (`us.meta.llama3-2-…`); name one of those as the
-/// model, or map it under `models` in the config.
+/// The Hugging Face ids of the Llama 3.2 models → Bedrock's model ids, used through the
+/// cross-region inference profile of the configured region's geography (`us.meta.llama3-2-…`).
+/// Any other name (a model id, a profile, an ARN) is passed through as it is.
 const MODELS: &[(&str, &str)] = &[
     (
         "meta-llama/Llama-3.2-1B-Instruct",
@@ -82,7 +82,7 @@ pub struct BedrockConfig {
 }
 
 fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
+    std::env::var(name).ok()
 }
 
 /// SigV4 over each request, for the `bedrock` service in one region.
@@ -152,17 +152,32 @@ pub struct BedrockProvider {
 }
 
 impl BedrockProvider {
-    /// Builds the provider; cheap, no network. Errors name the config key at fault.
+    /// Builds the provider from its config and the process environment; cheap, no network.
+    /// Errors name the config key at fault.
     pub fn new(config: BedrockConfig) -> Result<Self, String> {
+        Self::with_env(config, &env)
+    }
+
+    /// Builds the provider, reading environment variables through `env`.
+    ///
+    /// Credentials come from one source, never mixed: a Bedrock API key set in the config; else
+    /// SigV4 keys set in the config (key id, secret and session token together); else the
+    /// environment, where `AWS_BEARER_TOKEN_BEDROCK` wins over `AWS_ACCESS_KEY_ID` and friends.
+    pub fn with_env(
+        config: BedrockConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, String> {
+        let set = |secret: Option<Secret>| secret.filter(|s| !s.expose().is_empty());
+        let from_env = |name: &str| env(name).filter(|v| !v.is_empty()).map(Secret::new);
         let region = config
             .region
-            .or_else(|| env("AWS_REGION"))
-            .or_else(|| env("AWS_DEFAULT_REGION"))
+            .filter(|r| !r.is_empty())
+            .or_else(|| env("AWS_REGION").filter(|v| !v.is_empty()))
+            .or_else(|| env("AWS_DEFAULT_REGION").filter(|v| !v.is_empty()))
             .ok_or("`region` is required (or set AWS_REGION)")?;
-        if region.is_empty()
-            || !region
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        if !region
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
         {
             return Err(format!("`region` {region:?} is not an AWS region name"));
         }
@@ -173,24 +188,31 @@ impl BedrockProvider {
             lenient::seconds(value.unwrap_or(default))
                 .map_err(|problem| format!("`{key}` {problem}"))
         };
-        let api_key = config
-            .api_key
-            .filter(|k| !k.expose().is_empty())
-            .or_else(|| env("AWS_BEARER_TOKEN_BEDROCK").map(Secret::new));
-        let signer: Option<Box<dyn Signer>> = match api_key {
-            Some(_) => None,
-            None => Some(Box::new(SigV4 {
-                region,
-                access_key_id: config
-                    .access_key_id
-                    .or_else(|| env("AWS_ACCESS_KEY_ID").map(Secret::new)),
-                secret_access_key: config
-                    .secret_access_key
-                    .or_else(|| env("AWS_SECRET_ACCESS_KEY").map(Secret::new)),
-                session_token: config
-                    .session_token
-                    .or_else(|| env("AWS_SESSION_TOKEN").map(Secret::new)),
-            })),
+        let config_key_id = set(config.access_key_id);
+        let (api_key, signer): (Option<Secret>, Option<Box<dyn Signer>>) = match set(config.api_key)
+        {
+            Some(key) => (Some(key), None),
+            None if config_key_id.is_some() => {
+                let signer = SigV4 {
+                    region: region.clone(),
+                    access_key_id: config_key_id,
+                    secret_access_key: set(config.secret_access_key),
+                    session_token: set(config.session_token),
+                };
+                (None, Some(Box::new(signer)))
+            }
+            None => match from_env("AWS_BEARER_TOKEN_BEDROCK") {
+                Some(key) => (Some(key), None),
+                None => {
+                    let signer = SigV4 {
+                        region: region.clone(),
+                        access_key_id: from_env("AWS_ACCESS_KEY_ID"),
+                        secret_access_key: from_env("AWS_SECRET_ACCESS_KEY"),
+                        session_token: from_env("AWS_SESSION_TOKEN"),
+                    };
+                    (None, Some(Box::new(signer)))
+                }
+            },
         };
         let endpoint = Endpoint {
             provider: PROVIDER_TYPE.to_string(),
@@ -205,9 +227,20 @@ impl BedrockProvider {
             request_timeout: seconds(config.request_timeout_secs, 600.0, "request_timeout_secs")?,
             signer,
         };
+        // Bedrock serves the Llama 3.2 models on demand only through cross-region inference
+        // profiles, named by the region's geography.
+        let geography = match region.split('-').next() {
+            Some("us") => Some("us"),
+            Some("eu") => Some("eu"),
+            Some("ap") => Some("apac"),
+            _ => None,
+        };
         let mut models: BTreeMap<String, String> = MODELS
             .iter()
-            .map(|(ours, theirs)| (ours.to_string(), theirs.to_string()))
+            .map(|(ours, theirs)| {
+                let id = geography.map_or_else(|| theirs.to_string(), |g| format!("{g}.{theirs}"));
+                (ours.to_string(), id)
+            })
             .collect();
         models.extend(config.models);
         Ok(Self {
@@ -283,6 +316,9 @@ impl ChatModel for BedrockChatModel {
     }
 }
 
+/// No ConverseStream event comes near this; a longer "frame" is a body that is not an event stream.
+const MAX_FRAME: usize = 16 << 20;
+
 /// AWS event-stream frames, as ConverseStream sends them.
 #[derive(Default)]
 struct EventStream {
@@ -304,20 +340,28 @@ fn header<'a>(frame: &'a Frame, name: &str) -> Option<&'a str> {
 impl Framing for EventStream {
     type Event = Frame;
 
-    fn feed(&mut self, bytes: &[u8]) -> Result<Vec<Frame>, String> {
+    fn feed(&mut self, bytes: &[u8]) -> (Vec<Frame>, Option<String>) {
         self.buffer.extend_from_slice(bytes);
         self.unframed += bytes.len();
         let mut frames = Vec::new();
         loop {
+            if self.unframed > MAX_FRAME {
+                let problem = format!("an event-stream frame longer than {MAX_FRAME} bytes");
+                return (frames, Some(problem));
+            }
             match self.decoder.decode_frame(&mut self.buffer) {
                 Ok(DecodedFrame::Complete(frame)) => {
                     frames.push(frame);
                     self.unframed = self.buffer.len();
                 }
-                Ok(DecodedFrame::Incomplete) => return Ok(frames),
-                Err(e) => return Err(format!("not a valid event-stream frame: {e}")),
+                Ok(DecodedFrame::Incomplete) => return (frames, None),
+                Err(e) => return (frames, Some(format!("not a valid event-stream frame: {e}"))),
             }
         }
+    }
+
+    fn content_type(&self) -> &'static str {
+        "application/vnd.amazon.eventstream"
     }
 
     fn finish(&mut self) -> Result<Option<Frame>, String> {

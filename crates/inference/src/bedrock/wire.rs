@@ -35,7 +35,12 @@ pub(crate) fn converse_body(request: &ChatRequest) -> Result<Value, String> {
 
     let mut system = Vec::new();
     let mut messages: Vec<(&str, Vec<Value>)> = Vec::new();
-    for message in &request.messages {
+    for (position, message) in request.messages.iter().enumerate() {
+        if message_is_empty(message) {
+            return Err(format!(
+                "message {position} is empty; Bedrock refuses empty messages"
+            ));
+        }
         let (role, blocks) = match message {
             Message::System { content } => {
                 system.push(json!({"text": content}));
@@ -112,23 +117,60 @@ pub(crate) fn converse_body(request: &ChatRequest) -> Result<Value, String> {
     if !inference.is_empty() {
         body.insert("inferenceConfig".into(), inference.into());
     }
-    if !request.tools.is_empty() {
+    let tool_history = request.messages.iter().any(|m| match m {
+        Message::Tool { .. } => true,
+        Message::Assistant { tool_calls, .. } => !tool_calls.is_empty(),
+        _ => false,
+    });
+    let choice = match &request.tool_choice {
+        _ if request.tools.is_empty() => None,
+        ToolChoice::Auto => Some(None),
+        ToolChoice::Required => Some(Some(json!({"any": {}}))),
+        ToolChoice::Tool(name) => Some(Some(json!({"tool": {"name": name}}))),
+        // Converse has no "none": leaving the tools out is the way, but Bedrock refuses that once
+        // the conversation holds tool calls.
+        ToolChoice::None if tool_history => {
+            return Err(
+                "Bedrock's Converse API cannot forbid tool calls in a conversation that \
+                        already has them (it has no tool_choice \"none\")"
+                    .into(),
+            );
+        }
+        ToolChoice::None => None,
+    };
+    if let Some(choice) = choice {
         let tools: Vec<Value> = request
             .tools
             .iter()
-            .map(|t| json!({"toolSpec": {"name": t.name, "description": t.description, "inputSchema": {"json": t.parameters}}}))
+            .map(|t| {
+                let mut spec = json!({"name": t.name, "inputSchema": {"json": t.parameters}});
+                // Bedrock wants a description of at least one character, or none.
+                if !t.description.is_empty() {
+                    spec["description"] = t.description.clone().into();
+                }
+                json!({ "toolSpec": spec })
+            })
             .collect();
-        let mut config = json!({"tools": tools});
-        // Converse has no "none": the tools stay declared (earlier turns may use them) and the
-        // choice is left to the model, as with `auto`.
-        match &request.tool_choice {
-            ToolChoice::Auto | ToolChoice::None => {}
-            ToolChoice::Required => config["toolChoice"] = json!({"any": {}}),
-            ToolChoice::Tool(name) => config["toolChoice"] = json!({"tool": {"name": name}}),
+        let mut config = json!({ "tools": tools });
+        if let Some(choice) = choice {
+            config["toolChoice"] = choice;
         }
         body.insert("toolConfig".into(), config);
     }
     Ok(Value::Object(body))
+}
+
+fn message_is_empty(message: &Message) -> bool {
+    match message {
+        Message::System { content } | Message::Tool { content, .. } => content.trim().is_empty(),
+        Message::User { content } => content
+            .iter()
+            .all(|part| matches!(part, ContentPart::Text { text } if text.trim().is_empty())),
+        Message::Assistant {
+            content,
+            tool_calls,
+        } => content.trim().is_empty() && tool_calls.is_empty(),
+    }
 }
 
 fn float(x: f32) -> Value {
@@ -164,12 +206,23 @@ fn content_block(part: &ContentPart) -> Result<Value, String> {
     }
 }
 
-pub(crate) fn finish_reason(stop: &str) -> FinishReason {
+/// Why the model stopped; an error when it stopped because its own output was malformed.
+pub(crate) fn finish_reason(stop: &str) -> Result<FinishReason, String> {
     match stop {
-        "max_tokens" | "model_context_window_exceeded" => FinishReason::Length,
-        "tool_use" => FinishReason::ToolCalls,
-        "guardrail_intervened" | "content_filtered" => FinishReason::ContentFilter,
-        _ => FinishReason::Stop,
+        "end_turn" | "stop_sequence" => Ok(FinishReason::Stop),
+        "max_tokens" | "model_context_window_exceeded" => Ok(FinishReason::Length),
+        "tool_use" => Ok(FinishReason::ToolCalls),
+        "guardrail_intervened" | "content_filtered" => Ok(FinishReason::ContentFilter),
+        "malformed_model_output" | "malformed_tool_use" => Err(format!(
+            "the model's output was malformed (stopReason {stop})"
+        )),
+        other => {
+            tracing::warn!(
+                stop_reason = other,
+                "unknown Bedrock stopReason; taken as a normal stop"
+            );
+            Ok(FinishReason::Stop)
+        }
     }
 }
 
@@ -186,6 +239,16 @@ fn usage(value: &Value) -> Option<Usage> {
     })
 }
 
+/// A string field a tool-use block must have: the next turn's tool result refers to it.
+fn required(block: &Value, name: &str) -> Result<String, String> {
+    block
+        .get(name)
+        .and_then(Value::as_str)
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| format!("a toolUse block without `{name}`"))
+}
+
 /// A Converse response.
 pub(crate) fn parse_response(body: &str) -> Result<ChatResponse, String> {
     let value: Value = serde_json::from_str(body).map_err(|e| e.to_string())?;
@@ -200,25 +263,17 @@ pub(crate) fn parse_response(body: &str) -> Result<ChatResponse, String> {
             text.push_str(t);
         } else if let Some(tool) = block.get("toolUse") {
             tool_calls.push(ToolCall {
-                id: tool
-                    .get("toolUseId")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
-                name: tool
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
+                id: required(tool, "toolUseId")?,
+                name: required(tool, "name")?,
                 arguments: tool.get("input").cloned().unwrap_or_else(|| json!({})),
             });
         }
     }
-    let finish_reason = match value.get("stopReason").and_then(Value::as_str) {
-        Some(stop) => finish_reason(stop),
-        None if !tool_calls.is_empty() => FinishReason::ToolCalls,
-        None => FinishReason::Stop,
-    };
+    let stop = value
+        .get("stopReason")
+        .and_then(Value::as_str)
+        .ok_or("the response has no stopReason")?;
+    let finish_reason = finish_reason(stop)?;
     Ok(ChatResponse {
         text,
         tool_calls,
@@ -240,11 +295,8 @@ pub(crate) fn stream_event(event_type: &str, payload: &[u8]) -> Result<Vec<ChatD
             if let Some(tool) = value.pointer("/start/toolUse") {
                 deltas.push(ChatDelta::ToolCall(ToolCallDelta {
                     index,
-                    id: tool
-                        .get("toolUseId")
-                        .and_then(Value::as_str)
-                        .map(str::to_string),
-                    name: tool.get("name").and_then(Value::as_str).map(str::to_string),
+                    id: Some(required(tool, "toolUseId")?),
+                    name: Some(required(tool, "name")?),
                     arguments: String::new(),
                 }));
             }
@@ -270,9 +322,9 @@ pub(crate) fn stream_event(event_type: &str, payload: &[u8]) -> Result<Vec<ChatD
             let stop = value
                 .get("stopReason")
                 .and_then(Value::as_str)
-                .unwrap_or("end_turn");
+                .ok_or("messageStop without stopReason")?;
             deltas.push(ChatDelta::Finish {
-                reason: finish_reason(stop),
+                reason: finish_reason(stop)?,
             });
         }
         "metadata" => {

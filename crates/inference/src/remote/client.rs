@@ -208,6 +208,14 @@ impl Client {
                 .sign(method.as_str(), url.as_str(), signed, &bytes)
                 .map_err(|problem| self.error(ErrorKind::Auth, problem))?;
             for (name, value) in headers {
+                // The signature and the session token are credentials.
+                let mut value = HeaderValue::from_str(&value).map_err(|e| {
+                    self.error(
+                        ErrorKind::Auth,
+                        format!("the signature is not a header value: {e}"),
+                    )
+                })?;
+                value.set_sensitive(true);
                 builder = builder.header(name, value);
             }
         }
@@ -252,6 +260,26 @@ impl Client {
     ) -> Result<ChatStream, ChatError> {
         let builder = self.request(reqwest::Method::POST, path, Some(body))?;
         let response = self.send(builder).await?;
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        if !content_type.starts_with(framing.content_type()) {
+            let body = response.text().await.unwrap_or_default();
+            let snippet: String = body.chars().take(200).collect();
+            let message = wire::error_message(&body).unwrap_or(snippet);
+            return Err(self
+                .malformed(
+                    "stream",
+                    &format!(
+                        "expected {}, got {content_type:?}: {message}",
+                        framing.content_type()
+                    ),
+                )
+                .into());
+        }
         Ok(stream::deltas(
             self.endpoint.provider.clone(),
             framing,
@@ -403,8 +431,12 @@ struct Sse(sse::Decoder);
 impl Framing for Sse {
     type Event = sse::Event;
 
-    fn feed(&mut self, bytes: &[u8]) -> Result<Vec<sse::Event>, String> {
+    fn feed(&mut self, bytes: &[u8]) -> (Vec<sse::Event>, Option<String>) {
         self.0.feed(bytes)
+    }
+
+    fn content_type(&self) -> &'static str {
+        "text/event-stream"
     }
 
     fn finish(&mut self) -> Result<Option<sse::Event>, String> {

@@ -18,8 +18,9 @@ pub(crate) struct Decoder {
 }
 
 impl Decoder {
-    /// Feeds bytes; returns the events they complete. An error means a line was not UTF-8.
-    pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<Event>, String> {
+    /// Feeds bytes; returns the events they complete, and an error for a line that is not
+    /// UTF-8 (the events before it still count).
+    pub fn feed(&mut self, bytes: &[u8]) -> (Vec<Event>, Option<String>) {
         let mut events = Vec::new();
         for &byte in bytes {
             // Lines end with LF, CRLF or a lone CR; the LF of a CRLF split across two reads is
@@ -30,14 +31,16 @@ impl Decoder {
             }
             if byte == b'\n' || byte == b'\r' {
                 let line = std::mem::take(&mut self.line);
-                if let Some(event) = self.line_done(&line)? {
-                    events.push(event);
+                match self.line_done(&line) {
+                    Ok(Some(event)) => events.push(event),
+                    Ok(None) => {}
+                    Err(problem) => return (events, Some(problem)),
                 }
             } else {
                 self.line.push(byte);
             }
         }
-        Ok(events)
+        (events, None)
     }
 
     /// The end of the body. A line cut short means the connection was: an error. An event whose
@@ -89,6 +92,17 @@ impl Decoder {
 mod tests {
     use super::*;
 
+    trait FeedOk {
+        fn ok(self) -> Vec<Event>;
+    }
+
+    impl FeedOk for (Vec<Event>, Option<String>) {
+        fn ok(self) -> Vec<Event> {
+            assert_eq!(self.1, None, "no framing error");
+            self.0
+        }
+    }
+
     fn data(events: &[Event]) -> Vec<&str> {
         events.iter().map(|e| e.data.as_str()).collect()
     }
@@ -98,7 +112,7 @@ mod tests {
         let mut decoder = Decoder::default();
         let events = decoder
             .feed(b"data: {\"a\":1}\n\ndata: {\"b\":2}\r\n\r\n: keep-alive\n\ndata: [DONE]\n\n")
-            .expect("valid");
+            .ok();
         assert_eq!(data(&events), ["{\"a\":1}", "{\"b\":2}", "[DONE]"]);
     }
 
@@ -109,8 +123,8 @@ mod tests {
         let bytes = body.as_bytes();
         for split in 0..bytes.len() {
             let mut decoder = Decoder::default();
-            let mut events = decoder.feed(&bytes[..split]).expect("valid");
-            events.extend(decoder.feed(&bytes[split..]).expect("valid"));
+            let mut events = decoder.feed(&bytes[..split]).ok();
+            events.extend(decoder.feed(&bytes[split..]).ok());
             assert_eq!(
                 data(&events),
                 ["{\"text\":\"สวัสดี 😀\"}", "line one\nline two"],
@@ -123,7 +137,7 @@ mod tests {
     #[test]
     fn a_complete_last_event_without_a_blank_line_is_delivered_at_the_end() {
         let mut decoder = Decoder::default();
-        assert!(decoder.feed(b"data: tail\n").expect("valid").is_empty());
+        assert!(decoder.feed(b"data: tail\n").ok().is_empty());
         assert_eq!(
             decoder.finish().expect("valid").map(|e| e.data),
             Some("tail".to_string())
@@ -135,22 +149,24 @@ mod tests {
     fn a_body_cut_mid_line_is_an_error() {
         let mut decoder = Decoder::default();
         let cut = b"data: {\"choices\":[{\"delta\":{\"content\":\"Par";
-        assert!(decoder.feed(cut).expect("valid").is_empty());
+        assert!(decoder.feed(cut).ok().is_empty());
         assert!(decoder.finish().is_err());
     }
 
     #[test]
     fn a_lone_carriage_return_ends_a_line_too() {
         let mut decoder = Decoder::default();
-        let events = decoder.feed(b"data: one\r\rdata: two\r").expect("valid");
+        let events = decoder.feed(b"data: one\r\rdata: two\r").ok();
         assert_eq!(data(&events), ["one"]);
-        let rest = decoder.feed(b"\n\n").expect("valid");
+        let rest = decoder.feed(b"\n\n").ok();
         assert_eq!(data(&rest), ["two"], "CR LF across reads is one line end");
     }
 
     #[test]
     fn invalid_utf8_is_an_error() {
         let mut decoder = Decoder::default();
-        assert!(decoder.feed(b"data: \xff\xfe\n\n").is_err());
+        let (events, problem) = decoder.feed(b"data: one\n\ndata: \xff\xfe\n\n");
+        assert_eq!(data(&events), ["one"], "events before the bad line survive");
+        assert!(problem.is_some());
     }
 }
