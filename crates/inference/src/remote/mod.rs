@@ -25,8 +25,10 @@ use corral_core::{
 use serde::Deserialize;
 
 pub use client::Secret;
+#[cfg(feature = "bedrock")]
+pub(crate) use client::Signer;
 pub(crate) use client::chain as error_chain;
-pub(crate) use client::{Client, Endpoint, Signer};
+pub(crate) use client::{Client, Endpoint};
 pub use presets::{Auth, Capabilities, PRESETS, Preset};
 
 /// The `config` table of a remote provider. Every key is optional where the preset supplies it.
