@@ -25,7 +25,7 @@ use corral_core::{
 };
 use serde::Deserialize;
 
-use crate::remote::{Auth, Client, Endpoint, Secret, Signer};
+use crate::remote::{Auth, Client, Endpoint, Secret, Signer, Timeouts};
 use crate::stream::{Framing, Said};
 
 /// The provider type in `corral.toml`.
@@ -184,10 +184,6 @@ impl BedrockProvider {
         let base_url = config
             .endpoint
             .unwrap_or_else(|| format!("https://bedrock-runtime.{region}.amazonaws.com"));
-        let seconds = |value: Option<f64>, default: f64, key: &str| {
-            lenient::seconds(value.unwrap_or(default))
-                .map_err(|problem| format!("`{key}` {problem}"))
-        };
         let config_key_id = set(config.access_key_id);
         let (api_key, signer): (Option<Secret>, Option<Box<dyn Signer>>) = match set(config.api_key)
         {
@@ -222,9 +218,11 @@ impl BedrockProvider {
             api_key_hint: Some("AWS_BEARER_TOKEN_BEDROCK".into()),
             query: Vec::new(),
             headers: BTreeMap::new(),
-            connect_timeout: seconds(config.connect_timeout_secs, 10.0, "connect_timeout_secs")?,
-            read_timeout: seconds(config.read_timeout_secs, 120.0, "read_timeout_secs")?,
-            request_timeout: seconds(config.request_timeout_secs, 600.0, "request_timeout_secs")?,
+            timeouts: Timeouts::from_config(
+                config.connect_timeout_secs,
+                config.read_timeout_secs,
+                config.request_timeout_secs,
+            )?,
             signer,
         };
         // Bedrock serves the Llama 3.2 models on demand only through cross-region inference

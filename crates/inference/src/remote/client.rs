@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use corral_core::{ChatError, ChatStream, ErrorKind, ProviderError};
+use corral_core::{ChatError, ChatStream, ErrorKind, ProviderError, lenient};
 use futures::StreamExt;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
@@ -48,9 +48,7 @@ pub(crate) struct Endpoint {
     pub api_key_hint: Option<String>,
     pub query: Vec<(String, String)>,
     pub headers: BTreeMap<String, String>,
-    pub connect_timeout: Duration,
-    pub read_timeout: Duration,
-    pub request_timeout: Duration,
+    pub timeouts: Timeouts,
     /// Signs each request instead of sending a key (Bedrock's SigV4).
     pub signer: Option<Box<dyn Signer>>,
 }
@@ -66,6 +64,34 @@ impl fmt::Debug for Endpoint {
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("signer", &self.signer)
             .finish_non_exhaustive()
+    }
+}
+
+/// How long to wait: to connect, for any byte of an answer, for a whole non-streaming call.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    pub connect: Duration,
+    pub read: Duration,
+    pub request: Duration,
+}
+
+impl Timeouts {
+    /// From a provider config's `connect_timeout_secs`, `read_timeout_secs` and
+    /// `request_timeout_secs`, with defaults of 10, 120 and 600 seconds.
+    pub fn from_config(
+        connect: Option<f64>,
+        read: Option<f64>,
+        request: Option<f64>,
+    ) -> Result<Self, String> {
+        let seconds = |value: Option<f64>, default: f64, key: &str| {
+            lenient::seconds(value.unwrap_or(default))
+                .map_err(|problem| format!("`{key}` {problem}"))
+        };
+        Ok(Self {
+            connect: seconds(connect, 10.0, "connect_timeout_secs")?,
+            read: seconds(read, 120.0, "read_timeout_secs")?,
+            request: seconds(request, 600.0, "request_timeout_secs")?,
+        })
     }
 }
 
@@ -121,8 +147,8 @@ impl Client {
             headers.insert(HeaderName::from_static(name), value);
         }
         let http = reqwest::Client::builder()
-            .connect_timeout(endpoint.connect_timeout)
-            .read_timeout(endpoint.read_timeout)
+            .connect_timeout(endpoint.timeouts.connect)
+            .read_timeout(endpoint.timeouts.read)
             .user_agent(concat!("corral/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
@@ -241,7 +267,7 @@ impl Client {
     pub async fn post(&self, path: &str, body: &Value) -> Result<String, ProviderError> {
         let builder = self
             .request(reqwest::Method::POST, path, Some(body))?
-            .timeout(self.endpoint.request_timeout);
+            .timeout(self.endpoint.timeouts.request);
         let response = self.send(builder).await?;
         response.text().await.map_err(|e| self.transport_error(&e))
     }
@@ -305,7 +331,7 @@ impl Client {
     pub async fn list_models(&self) -> Result<Vec<String>, ProviderError> {
         let builder = self
             .request(reqwest::Method::GET, "models", None)?
-            .timeout(self.endpoint.request_timeout);
+            .timeout(self.endpoint.timeouts.request);
         let response = self.send(builder).await?;
         let text = response
             .text()

@@ -28,7 +28,7 @@ pub use client::Secret;
 #[cfg(feature = "bedrock")]
 pub(crate) use client::Signer;
 pub(crate) use client::chain as error_chain;
-pub(crate) use client::{Client, Endpoint};
+pub(crate) use client::{Client, Endpoint, Timeouts};
 pub use presets::{Auth, Capabilities, PRESETS, Preset};
 
 /// The `config` table of a remote provider. Every key is optional where the preset supplies it.
@@ -89,10 +89,6 @@ impl RemoteProvider {
                 ));
             }
         };
-        let seconds = |value: Option<f64>, default: f64, key: &str| {
-            lenient::seconds(value.unwrap_or(default))
-                .map_err(|problem| format!("`{key}` {problem}"))
-        };
         let endpoint = Endpoint {
             provider: preset.name.to_string(),
             base_url,
@@ -113,9 +109,11 @@ impl RemoteProvider {
                 .or(preset.api_key_env.map(str::to_string)),
             query: presets::query(preset, config.api_version.as_deref()),
             headers: config.headers,
-            connect_timeout: seconds(config.connect_timeout_secs, 10.0, "connect_timeout_secs")?,
-            read_timeout: seconds(config.read_timeout_secs, 120.0, "read_timeout_secs")?,
-            request_timeout: seconds(config.request_timeout_secs, 600.0, "request_timeout_secs")?,
+            timeouts: Timeouts::from_config(
+                config.connect_timeout_secs,
+                config.read_timeout_secs,
+                config.request_timeout_secs,
+            )?,
             signer: None,
         };
         let embedding_batch_size = config
