@@ -27,9 +27,9 @@ pub fn run(command: ConfigCommand, config: Option<PathBuf>) -> anyhow::Result<Ex
         Err(error) => return Ok(report_invalid(&error, json)),
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&summary(&stack))?);
+        outln!("{}", serde_json::to_string_pretty(&summary(&stack))?)?;
     } else {
-        print_summary(&stack);
+        print_summary(&stack)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -45,7 +45,8 @@ fn report_invalid(error: &ConfigError, json: bool) -> ExitCode {
                 "problem": error.problem,
             }
         });
-        println!("{report:#}");
+        // The exit code and the message on stderr carry the verdict even if stdout is gone.
+        let _ = outln!("{report:#}");
     }
     eprintln!("error: {error}");
     ExitCode::FAILURE
@@ -94,27 +95,29 @@ fn summary(stack: &Stack) -> serde_json::Value {
     })
 }
 
-fn print_summary(stack: &Stack) {
+fn print_summary(stack: &Stack) -> std::io::Result<()> {
     let config = stack.config();
-    println!("{}: valid", stack.origin());
+    outln!("{}: valid", stack.origin())?;
 
-    println!("\nproviders");
+    outln!("\nproviders")?;
     let rows = provider_rows(stack);
     if rows.is_empty() {
-        println!("  (none)");
+        outln!("  (none)")?;
     }
     let id_width = rows.iter().map(|r| r.id.len()).max().unwrap_or(0);
     for row in &rows {
-        println!(
+        outln!(
             "  {:12}  {:id_width$}  {}",
-            row.api, row.id, row.provider_type
-        );
+            row.api,
+            row.id,
+            row.provider_type
+        )?;
     }
 
-    println!("\nmodels");
+    outln!("\nmodels")?;
     let routes = stack.routes();
     if routes.is_empty() {
-        println!("  (none)");
+        outln!("  (none)")?;
     }
     let width = routes.iter().map(|r| r.model.len()).max().unwrap_or(0);
     for Route {
@@ -131,16 +134,18 @@ fn print_summary(stack: &Stack) {
         } else {
             format!("  (falls back to {})", fallbacks.join(", "))
         };
-        println!("  {model:width$}  {kind:9}  {provider} → {provider_model}{fallbacks}");
+        outln!("  {model:width$}  {kind:9}  {provider} → {provider_model}{fallbacks}")?;
     }
 
     if !config.vector_stores.is_empty() {
-        println!("\nvector stores");
+        outln!("\nvector stores")?;
         for store in &config.vector_stores {
-            println!(
+            outln!(
                 "  {}  on {}, embedded by {}",
-                store.id, store.provider, store.embedding_model
-            );
+                store.id,
+                store.provider,
+                store.embedding_model
+            )?;
         }
     }
     for (title, entries) in [
@@ -148,20 +153,20 @@ fn print_summary(stack: &Stack) {
         ("tool groups", &config.tool_groups),
     ] {
         if !entries.is_empty() {
-            println!("\n{title}");
+            outln!("\n{title}")?;
             for entry in entries {
-                println!("  {}  on {}", entry.id, entry.provider);
+                outln!("  {}  on {}", entry.id, entry.provider)?;
             }
         }
     }
 
     let agent = &config.agent;
-    println!("\nagent");
-    println!(
+    outln!("\nagent")?;
+    outln!(
         "  model            {}",
         agent.model.as_deref().unwrap_or("(none)")
-    );
-    println!("  max_infer_iters  {}", agent.max_infer_iters);
+    )?;
+    outln!("  max_infer_iters  {}", agent.max_infer_iters)?;
     for (name, list) in [
         ("vector_stores", &agent.vector_stores),
         ("tool_groups", &agent.tool_groups),
@@ -169,9 +174,10 @@ fn print_summary(stack: &Stack) {
         ("output_shields", &agent.output_shields),
     ] {
         if !list.is_empty() {
-            println!("  {name:15}  {}", list.join(", "));
+            outln!("  {name:15}  {}", list.join(", "))?;
         }
     }
 
-    println!("\nserver\n  {}:{}", config.server.host, config.server.port);
+    outln!("\nserver\n  {}:{}", config.server.host, config.server.port)?;
+    Ok(())
 }

@@ -29,6 +29,6 @@ pub async fn run(args: EmbedArgs, config: Option<PathBuf>) -> anyhow::Result<Exi
         vectors.len(),
         args.texts.len()
     );
-    println!("{}", serde_json::to_string(&vectors)?);
+    outln!("{}", serde_json::to_string(&vectors)?)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,15 @@
 //! The `corral` command: a thin shell over `corral-stack`. Each subcommand parses its arguments,
 //! asks the stack, and prints for people (default) or for programs (`--json`).
 
+/// `println!` that returns the write's error instead of panicking, so that output into a closed
+/// pipe ends the command quietly (see `main`).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 mod config_cmd;
 mod embed_cmd;
 mod generate_cmd;
@@ -36,8 +45,8 @@ Logging: -v/-vv/-vvv for more, -q for errors only; RUST_LOG overrides both.";
     after_help = EXAMPLES
 )]
 struct Cli {
-    /// The config file (TOML).
-    #[arg(short, long, global = true, env = "CORRAL_CONFIG", value_name = "FILE")]
+    /// The config file (TOML); else $CORRAL_CONFIG, else ./corral.toml, else the built-in default.
+    #[arg(short, long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
 
     /// More log output (repeat for more).
@@ -140,6 +149,14 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // A reader that stops early (`corral embed … | head`) is not a failure.
+        Err(error)
+            if error
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE

@@ -34,6 +34,10 @@ impl ModelArgs {
         let mut provider_config = toml::Table::new();
         provider_config.insert("base_url".into(), base_url.clone().into());
         if let Some(var) = &self.api_key_env {
+            // The generic endpoint takes a key only if there is one; asked for one, there must be.
+            if std::env::var_os(var).is_none_or(|v| v.is_empty()) {
+                anyhow::bail!("--api-key-env {var}: the environment variable {var} is not set");
+            }
             provider_config.insert("api_key_env".into(), var.clone().into());
         }
         let mut adhoc = Config::default();

@@ -46,30 +46,33 @@ pub async fn run(command: ModelsCommand, config: Option<PathBuf>) -> anyhow::Res
                 Err(error) => json!({"provider": id, "error": error}),
             })
             .collect();
-        println!("{:#}", json!({"configured": routes, "offered": providers}));
+        outln!("{:#}", json!({"configured": routes, "offered": providers}))?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("configured");
+    outln!("configured")?;
     if routes.is_empty() {
-        println!("  (none)");
+        outln!("  (none)")?;
     }
     let width = routes.iter().map(|r| r.model.len()).max().unwrap_or(0);
     for route in &routes {
-        println!(
+        outln!(
             "  {:width$}  {:9}  {} → {}",
-            route.model, route.kind, route.provider, route.provider_model
-        );
+            route.model,
+            route.kind,
+            route.provider,
+            route.provider_model
+        )?;
     }
     for (provider, listing) in offered {
         match listing {
             Ok(Some(models)) => {
-                println!("\noffered by {provider}");
+                outln!("\noffered by {provider}")?;
                 for model in models {
-                    println!("  {model}");
+                    outln!("  {model}")?;
                 }
             }
             Ok(None) => {}
-            Err(error) => println!("\noffered by {provider}: unreachable ({error})"),
+            Err(error) => outln!("\noffered by {provider}: unreachable ({error})")?,
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -8,18 +8,18 @@ pub fn run(json: bool) -> anyhow::Result<ExitCode> {
     let registry = Registry::builtin();
     let catalogue = registry.catalogue();
     if json {
-        println!("{}", serde_json::to_string_pretty(&catalogue)?);
+        outln!("{}", serde_json::to_string_pretty(&catalogue)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     for api in Api::ALL {
-        println!("{api}");
+        outln!("{api}")?;
         let types: Vec<_> = catalogue.iter().filter(|t| t.api == api).collect();
         if types.is_empty() {
-            println!("  (none in this build)");
+            outln!("  (none in this build)")?;
         }
         let width = types.iter().map(|t| t.name.len()).max().unwrap_or(0);
         for t in types {
-            println!("  {:width$}  {}", t.name, t.summary);
+            outln!("  {:width$}  {}", t.name, t.summary)?;
         }
     }
     Ok(ExitCode::SUCCESS)

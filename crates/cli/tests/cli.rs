@@ -187,3 +187,43 @@ fn version_says_what_the_binary_was_built_for_and_help_has_examples() {
         .stdout(predicate::str::contains("Examples:"));
     corral(dir.path()).arg("no-such-command").assert().code(2);
 }
+
+#[test]
+fn an_empty_corral_config_means_unset_and_a_missing_api_key_variable_is_named() {
+    let dir = TempDir::new().expect("tempdir");
+    corral(dir.path())
+        .env("CORRAL_CONFIG", "")
+        .args(["config", "check"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("<built-in default>: valid"));
+    corral(dir.path())
+        .env_remove("CORRAL_TEST_KEY_THAT_IS_NOT_SET")
+        .args([
+            "generate",
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+            "--api-key-env",
+            "CORRAL_TEST_KEY_THAT_IS_NOT_SET",
+        ])
+        .args(["-m", "m", "hello"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "the environment variable CORRAL_TEST_KEY_THAT_IS_NOT_SET is not set",
+        ));
+}
+
+#[test]
+fn a_broken_local_corral_toml_is_reported_not_passed_over() {
+    let dir = TempDir::new().expect("tempdir");
+    std::fs::create_dir(dir.path().join("corral.toml"))
+        .expect("a directory where the file should be");
+    corral(dir.path())
+        .args(["config", "check"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "corral.toml: cannot read the config file",
+        ));
+}

@@ -13,7 +13,7 @@ use crate::interpolate::{self, Env, ExpandError};
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Format version; 1 is the only one so far.
-    #[serde(default = "version_1")]
+    #[serde(default = "version_1", deserialize_with = "lenient::value")]
     pub version: u32,
     #[serde(default)]
     pub providers: Providers,
@@ -290,6 +290,21 @@ impl Config {
                 ConfigError::new(origin, key, ConfigErrorKind::BadValue, problem)
             }
         })?;
+        // The version first: a file for a newer format fails on that, not on its new keys.
+        if let Some(version) = value.get("version") {
+            let text = match version {
+                toml::Value::String(s) => s.trim().to_string(),
+                other => other.to_string(),
+            };
+            if text != "1" {
+                return Err(ConfigError::new(
+                    origin,
+                    "version".to_string(),
+                    ConfigErrorKind::BadValue,
+                    format!("unsupported version {text}; this build reads version 1"),
+                ));
+            }
+        }
         deserialize_at(value, origin, "")
     }
 

@@ -95,9 +95,11 @@ pub fn expand(input: &str, env: &dyn Env) -> Result<String, ExpandError> {
 }
 
 fn resolve(placeholder: &str, env: &dyn Env) -> Result<String, ExpandError> {
+    // The message shows the placeholder only up to `:=`: a default can be a literal secret.
+    let shown = placeholder.split(":=").next().unwrap_or_default();
     let malformed = || {
         ExpandError::Malformed(format!(
-            "`${{{placeholder}}}` is not of the form ${{env.NAME}} or ${{env.NAME:=default}}"
+            "`${{{shown}…}}` is not of the form ${{env.NAME}} or ${{env.NAME:=default}}"
         ))
     };
     let spec = placeholder.strip_prefix("env.").ok_or_else(malformed)?;

@@ -24,11 +24,20 @@ pub enum ConfigSource {
 }
 
 impl ConfigSource {
-    /// The file named explicitly, else `./corral.toml` when it exists, else the built-in default.
+    /// The file named explicitly, else the one `$CORRAL_CONFIG` names (when set and not empty), else
+    /// `./corral.toml` when anything is there (a broken link or a directory then fails to load,
+    /// rather than being passed over), else the built-in default.
     pub fn discover(explicit: Option<PathBuf>) -> Self {
-        match explicit {
+        let from_env = || {
+            std::env::var_os("CORRAL_CONFIG")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        match explicit.or_else(from_env) {
             Some(path) => Self::File(path),
-            None if Path::new("corral.toml").is_file() => Self::File("corral.toml".into()),
+            None if Path::new("corral.toml").symlink_metadata().is_ok() => {
+                Self::File("corral.toml".into())
+            }
             None => Self::BuiltIn,
         }
     }
@@ -396,7 +405,7 @@ impl Stack {
     fn model(&self, id: &str, kind: ModelKind) -> Result<&ModelEntry, String> {
         match self.config.models.iter().find(|m| m.id == id) {
             Some(m) if m.kind == kind => Ok(m),
-            Some(m) => Err(format!("`{id}` is an {} model, not a {kind} model", m.kind)),
+            Some(m) => Err(format!("`{id}` is a model of kind {}, not {kind}", m.kind)),
             None => {
                 let known: Vec<&str> = self
                     .config

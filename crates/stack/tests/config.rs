@@ -90,6 +90,14 @@ fn bad_values_are_named() {
         "models[0].kind",
     );
     assert_error(build("version = 2\n"), ConfigErrorKind::BadValue, "version");
+    // A newer format's new keys are not what is reported: the version is.
+    let error = assert_error(
+        parse("version = 2\n[telemetry]\nenabled = true\n"),
+        ConfigErrorKind::BadValue,
+        "version",
+    );
+    assert!(error.problem.contains("unsupported version 2"), "{error}");
+    assert!(parse("version = \"${env.V:=1}\"\n").is_ok());
     assert_error(
         build("[agent]\nmax_infer_iters = 0\n"),
         ConfigErrorKind::BadValue,

@@ -267,7 +267,7 @@ async fn unknown_ids_and_wrong_kinds_are_invalid_requests() {
     assert!(
         error
             .to_string()
-            .contains("`e` is an embedding model, not a chat model"),
+            .contains("`e` is a model of kind embedding, not chat"),
         "{error}"
     );
     assert_eq!(
