@@ -118,14 +118,29 @@ fn init_logging(verbose: u8, quiet: bool) {
         (false, _) => "trace",
     };
     // aws-sigv4 traces the canonical request, session token included: never shown.
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(level))
-        .add_directive("aws_sigv4=off".parse().expect("a valid directive"));
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let mut problem = None;
+    let filter = match &from_env {
+        Some(directives) => EnvFilter::try_new(directives).unwrap_or_else(|e| {
+            problem = Some(format!(
+                "RUST_LOG={directives:?} is not a valid filter ({e}); using {level}"
+            ));
+            EnvFilter::new(level)
+        }),
+        None => EnvFilter::new(level),
+    }
+    .add_directive("aws_sigv4=off".parse().expect("a valid directive"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
+    if let Some(problem) = problem {
+        tracing::warn!("{problem}");
+    }
 }
 
 fn block_on<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(

@@ -31,6 +31,9 @@ impl ModelArgs {
         let Some(base_url) = &self.base_url else {
             return Ok(Stack::load(&ConfigSource::discover(config), &registry)?);
         };
+        if config.is_some() {
+            tracing::warn!("--base-url names the endpoint, so the --config file is not read");
+        }
         let mut provider_config = toml::Table::new();
         provider_config.insert("base_url".into(), base_url.clone().into());
         if let Some(var) = &self.api_key_env {

@@ -227,3 +227,17 @@ fn a_broken_local_corral_toml_is_reported_not_passed_over() {
             "corral.toml: cannot read the config file",
         ));
 }
+
+#[test]
+fn an_invalid_rust_log_is_reported_and_the_default_level_used() {
+    let dir = TempDir::new().expect("tempdir");
+    corral(dir.path())
+        .env("RUST_LOG", "[[not a filter")
+        .arg("providers")
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "RUST_LOG=\"[[not a filter\" is not a valid filter",
+        ))
+        .stderr(predicate::str::contains("\u{1b}[").not());
+}
