@@ -8,6 +8,8 @@ use corral_core::{
 };
 use serde_json::{Map, Value, json};
 
+use crate::remote::wire::float;
+
 /// The body of `POST /model/{modelId}/converse` (and `converse-stream`). Options the Converse API
 /// has no field for are refused rather than dropped.
 pub(crate) fn converse_body(request: &ChatRequest) -> Result<Value, String> {
@@ -171,12 +173,6 @@ fn message_is_empty(message: &Message) -> bool {
             tool_calls,
         } => content.trim().is_empty() && tool_calls.is_empty(),
     }
-}
-
-fn float(x: f32) -> Value {
-    x.to_string()
-        .parse::<f64>()
-        .map_or(Value::Null, Value::from)
 }
 
 fn content_block(part: &ContentPart) -> Result<Value, String> {

@@ -13,7 +13,7 @@
 mod client;
 mod presets;
 mod sse;
-mod wire;
+pub(crate) mod wire;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -117,7 +117,7 @@ fn sampling(body: &mut Map<String, Value>, s: &Sampling, max_tokens: Option<u32>
 
 /// An `f32` as the decimal a person wrote (0.7, not 0.699999988079071, which is what widening to
 /// `f64` gives).
-fn float(x: f32) -> Value {
+pub(crate) fn float(x: f32) -> Value {
     x.to_string()
         .parse::<f64>()
         .map_or(Value::Null, Value::from)
