@@ -73,6 +73,7 @@ pub async fn run(args: GenerateArgs, config: Option<PathBuf>) -> anyhow::Result<
                 "usage"
             ),
             ChatDelta::ToolCall(_) => {}
+            ChatDelta::ToolCallError { message } => tracing::warn!("{message}"),
         }
     }
     writeln!(out)?;

@@ -180,6 +180,10 @@ pub struct ChatResponse {
     /// Token counts, when the provider reports them.
     #[serde(default)]
     pub usage: Option<Usage>,
+    /// Set when the model's output looked like a tool call that could not be parsed (the output
+    /// is in `text`); see [`ChatDelta::ToolCallError`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_error: Option<String>,
 }
 
 impl ChatResponse {
@@ -199,6 +203,11 @@ pub enum ChatDelta {
     /// A fragment of the tool call at `index`: the id and name come once, the arguments in pieces.
     ToolCall(ToolCallDelta),
     Usage(Usage),
+    /// The model tried to call a tool but its output could not be read as a call. The output is
+    /// kept as text; this message says what was wrong, so an agent can tell the model and retry.
+    ToolCallError {
+        message: String,
+    },
     Finish {
         reason: FinishReason,
     },
@@ -272,6 +281,7 @@ pub struct StreamCollector {
     tool_calls: BTreeMap<usize, ToolCallDelta>,
     usage: Option<Usage>,
     finish_reason: Option<FinishReason>,
+    tool_call_error: Option<String>,
 }
 
 impl StreamCollector {
@@ -314,6 +324,7 @@ impl StreamCollector {
                 call.arguments.push_str(&fragment.arguments);
             }
             ChatDelta::Usage(usage) => self.usage = Some(usage),
+            ChatDelta::ToolCallError { message } => self.tool_call_error = Some(message),
             ChatDelta::Finish { reason } => self.finish_reason = Some(reason),
         }
     }
@@ -345,6 +356,7 @@ impl StreamCollector {
             tool_calls,
             finish_reason,
             usage: self.usage,
+            tool_call_error: self.tool_call_error,
         }
     }
 }

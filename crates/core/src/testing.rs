@@ -42,6 +42,7 @@ impl Step {
             tool_calls: Vec::new(),
             finish_reason: FinishReason::Stop,
             usage: None,
+            tool_call_error: None,
         })
     }
 
@@ -52,6 +53,7 @@ impl Step {
             tool_calls: calls,
             finish_reason: FinishReason::ToolCalls,
             usage: None,
+            tool_call_error: None,
         })
     }
 }

@@ -275,6 +275,7 @@ pub(crate) fn parse_response(body: &str) -> Result<ChatResponse, String> {
         tool_calls,
         finish_reason,
         usage: value.get("usage").and_then(usage),
+        tool_call_error: None,
     })
 }
 

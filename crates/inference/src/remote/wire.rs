@@ -291,6 +291,7 @@ pub(crate) fn parse_chat_response(body: &str) -> Result<ChatResponse, String> {
         tool_calls,
         finish_reason: finish,
         usage: completion.usage.map(Into::into),
+        tool_call_error: None,
     })
 }
 
