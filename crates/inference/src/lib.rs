@@ -4,10 +4,13 @@
 //!   NVIDIA NIM, vLLM, Ollama, llama.cpp's `llama-server`, … — through one client and a table of
 //!   presets.
 //! - [`bedrock`] (feature `bedrock`): AWS Bedrock's Converse API, signed with SigV4.
-//! - Local GGUF models on CPU (feature `local`) arrive with issue #3.
+//! - [`local`] (feature `local`): GGUF chat models (Llama 3.x, Gemma 3) and BERT sentence
+//!   embedders on CPU, with candle.
 
 #[cfg(feature = "bedrock")]
 pub mod bedrock;
+#[cfg(feature = "local")]
+pub mod local;
 #[cfg(feature = "remote")]
 pub mod remote;
 #[cfg(feature = "remote")]

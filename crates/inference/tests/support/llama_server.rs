@@ -46,6 +46,11 @@ fn gguf() -> PathBuf {
 impl LlamaServer {
     /// Starts the server, or says why it cannot.
     pub async fn start() -> Result<Self, String> {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts the server with extra command-line arguments (e.g. `--chat-template gemma`).
+    pub async fn start_with(extra: &[&str]) -> Result<Self, String> {
         let binary = binary().ok_or(
             "no llama-server: run scripts/build-llama-server.sh or set CORRAL_LLAMA_SERVER",
         )?;
@@ -80,6 +85,7 @@ impl LlamaServer {
                 "--pooling",
                 "mean",
             ])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -127,7 +133,12 @@ impl Drop for LlamaServer {
 /// Starts the server for a test. When it cannot be had, the test fails with what to run, unless
 /// `CORRAL_SKIP_LLAMA_SERVER` is set: then it is skipped, saying so.
 pub async fn for_test() -> Option<LlamaServer> {
-    match LlamaServer::start().await {
+    for_test_with(&[]).await
+}
+
+/// [`for_test`] with extra server arguments.
+pub async fn for_test_with(extra: &[&str]) -> Option<LlamaServer> {
+    match LlamaServer::start_with(extra).await {
         Ok(server) => Some(server),
         Err(why) if std::env::var_os("CORRAL_SKIP_LLAMA_SERVER").is_some() => {
             eprintln!("SKIPPED (CORRAL_SKIP_LLAMA_SERVER is set): llama-server test: {why}");

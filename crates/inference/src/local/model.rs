@@ -1,0 +1,614 @@
+//! The transformer: Llama 3.x and Gemma 3 decoder stacks over quantized GGUF weights.
+//!
+//! Written for CPU inference rather than taken from candle-transformers, whose `quantized_llama`
+//! ignores Llama 3's RoPE frequency scaling, caps the context at 4096, dequantizes the whole
+//! token-embedding table to f32 and grows its KV cache by concatenation. Here:
+//! - RoPE frequencies come from the file: `rope_freqs.weight` (Llama 3.1/3.2 scaling) divides them,
+//!   `{arch}.rope.scaling.{type,factor}` (linear) scales positions;
+//! - the context is the file's `{arch}.context_length`, bounded by the caller's `n_ctx`;
+//! - token embeddings are looked up row by row in their quantized form;
+//! - each [`KvCache`] is allocated once, for the whole request, and written in place;
+//! - a prompt is processed in batches of up to `n_batch` tokens, one matmul per weight per batch;
+//! - attention over grouped KV heads reads the cache without copying it per query head.
+//!
+//! Linear layers run through candle's quantized matmul kernels (`QMatMul`), which pick their SIMD
+//! code at compile time (hence the x86-64-v3 default in `.cargo/config.toml`).
+
+use std::sync::Arc;
+
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{D, DType, Device, Module, Tensor};
+
+use super::gguf::{GgufFile, ModelFileError, brief};
+
+/// The architectures this engine runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    Llama,
+    Gemma3,
+}
+
+impl Arch {
+    pub fn from_gguf_name(name: &str) -> Option<Self> {
+        match name {
+            "llama" => Some(Self::Llama),
+            "gemma3" => Some(Self::Gemma3),
+            _ => None,
+        }
+    }
+
+    pub fn gguf_name(self) -> &'static str {
+        match self {
+            Self::Llama => "llama",
+            Self::Gemma3 => "gemma3",
+        }
+    }
+}
+
+/// Hyperparameters read from the GGUF metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hparams {
+    pub arch: Arch,
+    pub n_layer: usize,
+    pub n_embd: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    pub n_ff: usize,
+    pub rms_eps: f64,
+    pub rope_base: f64,
+    /// Gemma 3's sliding-window layers use their own RoPE base.
+    pub rope_base_local: f64,
+    /// Positions are divided by this (linear RoPE scaling); 1.0 when absent.
+    pub rope_linear_factor: f64,
+    /// The context the model was trained for (`{arch}.context_length`).
+    pub ctx_train: usize,
+    /// Gemma 3: the window of its local layers, and every how many layers one is global.
+    pub sliding_window: Option<usize>,
+    pub swa_pattern: usize,
+    pub vocab_size: usize,
+}
+
+impl Hparams {
+    pub fn read(file: &GgufFile) -> Result<Self, ModelFileError> {
+        let arch_name = file.architecture()?;
+        let arch = Arch::from_gguf_name(arch_name).ok_or_else(|| {
+            file.error(format!(
+                "architecture {arch_name:?} is not supported (this build runs llama and gemma3)"
+            ))
+        })?;
+        let a = arch.gguf_name();
+        let n_embd = file.required_usize(&format!("{a}.embedding_length"))?;
+        let n_head = file.required_usize(&format!("{a}.attention.head_count"))?;
+        let n_head_kv = file
+            .optional_usize(&format!("{a}.attention.head_count_kv"))?
+            .unwrap_or(n_head);
+        if n_head == 0 || n_head_kv == 0 || !n_head.is_multiple_of(n_head_kv) {
+            return Err(file.error(format!(
+                "attention.head_count {n_head} is not a multiple of attention.head_count_kv {n_head_kv}"
+            )));
+        }
+        let head_dim = match file.optional_usize(&format!("{a}.attention.key_length"))? {
+            Some(d) => d,
+            None => n_embd / n_head,
+        };
+        if head_dim == 0 || !head_dim.is_multiple_of(2) {
+            return Err(file.error(format!(
+                "head dimension {head_dim} must be even and non-zero"
+            )));
+        }
+        let vocab_size = match file.tensor_dims("token_embd.weight") {
+            Some([rows, _]) => *rows,
+            Some(dims) => {
+                return Err(file.error(format!(
+                    "token_embd.weight should be a matrix, its shape is {dims:?}"
+                )));
+            }
+            None => return Err(file.error("missing tensor token_embd.weight")),
+        };
+        let rope_linear_factor = match file.string(&format!("{a}.rope.scaling.type"))? {
+            Some("linear") => file
+                .float(&format!("{a}.rope.scaling.factor"))?
+                .filter(|f| *f > 0.0)
+                .unwrap_or(1.0),
+            Some("none") | None => 1.0,
+            // Llama 3's own scaling lives in rope_freqs.weight; yarn and the like are not supported.
+            Some("llama3") => 1.0,
+            Some(other) => {
+                return Err(file.error(format!("RoPE scaling type {other:?} is not supported")));
+            }
+        };
+        let (sliding_window, swa_pattern, rope_base_local) = match arch {
+            Arch::Gemma3 => (
+                file.optional_usize(&format!("{a}.attention.sliding_window"))?,
+                6,
+                10_000.0,
+            ),
+            Arch::Llama => (None, 0, 0.0),
+        };
+        let default_eps = match arch {
+            Arch::Llama => 1e-5,
+            Arch::Gemma3 => 1e-6,
+        };
+        Ok(Self {
+            arch,
+            n_layer: file.required_usize(&format!("{a}.block_count"))?,
+            n_embd,
+            n_head,
+            n_head_kv,
+            head_dim,
+            n_ff: file.required_usize(&format!("{a}.feed_forward_length"))?,
+            rms_eps: file
+                .float(&format!("{a}.attention.layer_norm_rms_epsilon"))?
+                .unwrap_or(default_eps),
+            rope_base: file
+                .float(&format!("{a}.rope.freq_base"))?
+                .unwrap_or(match arch {
+                    Arch::Llama => 10_000.0,
+                    Arch::Gemma3 => 1_000_000.0,
+                }),
+            rope_base_local,
+            rope_linear_factor,
+            ctx_train: file
+                .optional_usize(&format!("{a}.context_length"))?
+                .unwrap_or(2048),
+            sliding_window,
+            swa_pattern,
+            vocab_size,
+        })
+    }
+
+    /// Whether layer `il` attends over a sliding window (Gemma 3: five local layers, then a global one).
+    pub fn is_sliding(&self, il: usize) -> bool {
+        self.sliding_window.is_some()
+            && self.swa_pattern > 0
+            && !(il + 1).is_multiple_of(self.swa_pattern)
+    }
+}
+
+#[derive(Debug)]
+struct Layer {
+    attn_norm: Tensor,
+    wq: QMatMul,
+    wk: QMatMul,
+    wv: QMatMul,
+    wo: QMatMul,
+    q_norm: Option<Tensor>,
+    k_norm: Option<Tensor>,
+    post_attn_norm: Option<Tensor>,
+    ffn_norm: Tensor,
+    gate: QMatMul,
+    up: QMatMul,
+    down: QMatMul,
+    post_ffn_norm: Option<Tensor>,
+    sliding: bool,
+}
+
+/// cos/sin tables for every position up to the context, shape (n_ctx, head_dim / 2).
+#[derive(Debug)]
+struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl Rope {
+    fn new(
+        base: f64,
+        head_dim: usize,
+        n_ctx: usize,
+        linear_factor: f64,
+        freq_factors: Option<&[f32]>,
+    ) -> candle_core::Result<Self> {
+        let half = head_dim / 2;
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| {
+                let f = 1.0 / base.powf(2.0 * i as f64 / head_dim as f64);
+                let f = match freq_factors.and_then(|ff| ff.get(i)) {
+                    Some(div) if *div > 0.0 => f / f64::from(*div),
+                    _ => f,
+                };
+                (f / linear_factor) as f32
+            })
+            .collect();
+        let inv_freq = Tensor::from_vec(inv_freq, (1, half), &Device::Cpu)?;
+        let positions = Tensor::arange(0u32, n_ctx as u32, &Device::Cpu)?
+            .to_dtype(DType::F32)?
+            .reshape((n_ctx, 1))?;
+        let angles = positions.broadcast_mul(&inv_freq)?;
+        Ok(Self {
+            cos: angles.cos()?.contiguous()?,
+            sin: angles.sin()?.contiguous()?,
+        })
+    }
+}
+
+/// The weights of one model, shared (read-only) by every request.
+#[derive(Debug)]
+pub struct Model {
+    pub hparams: Hparams,
+    /// The context this instance serves: the file's, bounded by the configured `n_ctx`.
+    pub n_ctx: usize,
+    tok_embd: Arc<QTensor>,
+    layers: Vec<Layer>,
+    output_norm: Tensor,
+    output: QMatMul,
+    rope: Rope,
+    rope_local: Option<Rope>,
+}
+
+fn dense(t: QTensor) -> candle_core::Result<Tensor> {
+    t.dequantize(&Device::Cpu)
+}
+
+/// A norm's weights, dense.
+fn norm(file: &mut GgufFile, name: &str) -> Result<Tensor, ModelFileError> {
+    let t = file.tensor(name)?;
+    dense(t).map_err(|e| file.error(format!("tensor {name}: {}", brief(&e))))
+}
+
+/// A norm that this architecture requires (`required`) or that may be absent.
+fn optional_norm(
+    file: &mut GgufFile,
+    name: &str,
+    required: bool,
+) -> Result<Option<Tensor>, ModelFileError> {
+    if required || file.has_tensor(name) {
+        norm(file, name).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+fn mm(file: &GgufFile, name: &str, t: QTensor) -> Result<QMatMul, ModelFileError> {
+    QMatMul::from_qtensor(t).map_err(|e| file.error(format!("tensor {name}: {}", brief(&e))))
+}
+
+impl Model {
+    /// Loads every tensor. `n_ctx` bounds the context (0 = the file's own).
+    pub fn load(file: &mut GgufFile, n_ctx: usize) -> Result<Self, ModelFileError> {
+        let hp = Hparams::read(file)?;
+        let n_ctx = if n_ctx == 0 {
+            hp.ctx_train
+        } else {
+            n_ctx.min(hp.ctx_train)
+        };
+        let cerr = |file: &GgufFile, what: &str, e: candle_core::Error| {
+            file.error(format!("{what}: {}", brief(&e)))
+        };
+        let expect_dims = |file: &GgufFile, name: &str, want: &[usize]| match file.tensor_dims(name)
+        {
+            Some(dims) if dims == want => Ok(()),
+            Some(dims) => Err(file.error(format!(
+                "tensor {name} has shape {dims:?}, the metadata implies {want:?}"
+            ))),
+            None => Err(file.error(format!("missing tensor {name}"))),
+        };
+        expect_dims(file, "token_embd.weight", &[hp.vocab_size, hp.n_embd])?;
+        let tok_embd = Arc::new(file.tensor("token_embd.weight")?);
+        let output_norm = file.tensor("output_norm.weight")?;
+        let output_norm = dense(output_norm).map_err(|e| cerr(file, "output_norm.weight", e))?;
+        let output = match file.tensor_if_present("output.weight")? {
+            Some(t) => {
+                expect_dims(file, "output.weight", &[hp.vocab_size, hp.n_embd])?;
+                mm(file, "output.weight", t)?
+            }
+            // Tied embeddings (Llama 3.2 1B/3B, Gemma): the same quantized table, not a copy.
+            None => QMatMul::from_arc(tok_embd.clone())
+                .map_err(|e| cerr(file, "token_embd.weight", e))?,
+        };
+        let freq_factors = match file.tensor_if_present("rope_freqs.weight")? {
+            Some(t) => Some(
+                dense(t)
+                    .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
+                    .map_err(|e| cerr(file, "rope_freqs.weight", e))?,
+            ),
+            None => None,
+        };
+        if let Some(ff) = &freq_factors
+            && ff.len() != hp.head_dim / 2
+        {
+            return Err(file.error(format!(
+                "rope_freqs.weight has {} entries, expected head_dim / 2 = {}",
+                ff.len(),
+                hp.head_dim / 2
+            )));
+        }
+        let rope = Rope::new(
+            hp.rope_base,
+            hp.head_dim,
+            n_ctx,
+            hp.rope_linear_factor,
+            freq_factors.as_deref(),
+        )
+        .map_err(|e| cerr(file, "RoPE tables", e))?;
+        let rope_local = match hp.arch {
+            Arch::Gemma3 => Some(
+                Rope::new(hp.rope_base_local, hp.head_dim, n_ctx, 1.0, None)
+                    .map_err(|e| cerr(file, "RoPE tables", e))?,
+            ),
+            Arch::Llama => None,
+        };
+
+        let q_dim = hp.n_head * hp.head_dim;
+        let kv_dim = hp.n_head_kv * hp.head_dim;
+        let mut layers = Vec::with_capacity(hp.n_layer);
+        for il in 0..hp.n_layer {
+            let p = format!("blk.{il}");
+            let mut take_mm = |suffix: &str, dims: [usize; 2]| -> Result<QMatMul, ModelFileError> {
+                let name = format!("{p}.{suffix}.weight");
+                expect_dims(file, &name, &dims)?;
+                let t = file.tensor(&name)?;
+                mm(file, &name, t)
+            };
+            let wq = take_mm("attn_q", [q_dim, hp.n_embd])?;
+            let wk = take_mm("attn_k", [kv_dim, hp.n_embd])?;
+            let wv = take_mm("attn_v", [kv_dim, hp.n_embd])?;
+            let wo = take_mm("attn_output", [hp.n_embd, q_dim])?;
+            let gate = take_mm("ffn_gate", [hp.n_ff, hp.n_embd])?;
+            let up = take_mm("ffn_up", [hp.n_ff, hp.n_embd])?;
+            let down = take_mm("ffn_down", [hp.n_embd, hp.n_ff])?;
+            let gemma = hp.arch == Arch::Gemma3;
+            let layer = Layer {
+                attn_norm: norm(file, &format!("{p}.attn_norm.weight"))?,
+                ffn_norm: norm(file, &format!("{p}.ffn_norm.weight"))?,
+                q_norm: optional_norm(file, &format!("{p}.attn_q_norm.weight"), gemma)?,
+                k_norm: optional_norm(file, &format!("{p}.attn_k_norm.weight"), gemma)?,
+                post_attn_norm: optional_norm(
+                    file,
+                    &format!("{p}.post_attention_norm.weight"),
+                    gemma,
+                )?,
+                post_ffn_norm: optional_norm(file, &format!("{p}.post_ffw_norm.weight"), gemma)?,
+                wq,
+                wk,
+                wv,
+                wo,
+                gate,
+                up,
+                down,
+                sliding: hp.is_sliding(il),
+            };
+            layers.push(layer);
+        }
+        Ok(Self {
+            hparams: hp,
+            n_ctx,
+            tok_embd,
+            layers,
+            output_norm,
+            output,
+            rope,
+            rope_local,
+        })
+    }
+
+    /// A KV cache for `capacity` positions (at most `n_ctx`), allocated once.
+    pub fn new_cache(&self, capacity: usize) -> candle_core::Result<KvCache> {
+        let capacity = capacity.clamp(1, self.n_ctx);
+        let hp = &self.hparams;
+        let shape = (hp.n_head_kv, capacity, hp.head_dim);
+        let mut k = Vec::with_capacity(hp.n_layer);
+        let mut v = Vec::with_capacity(hp.n_layer);
+        for _ in 0..hp.n_layer {
+            k.push(Tensor::zeros(shape, DType::F32, &Device::Cpu)?);
+            v.push(Tensor::zeros(shape, DType::F32, &Device::Cpu)?);
+        }
+        Ok(KvCache {
+            k,
+            v,
+            len: 0,
+            capacity,
+        })
+    }
+
+    /// Runs `tokens` (the positions after those already in `cache`) through the stack and returns
+    /// the logits: of the last token (shape `(vocab,)`), or of every token (`(tokens, vocab)`) when
+    /// `all_logits`.
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        all_logits: bool,
+    ) -> candle_core::Result<Tensor> {
+        let hp = &self.hparams;
+        let s = tokens.len();
+        if s == 0 {
+            candle_core::bail!("no tokens to run");
+        }
+        let pos = cache.len;
+        if pos + s > cache.capacity {
+            candle_core::bail!(
+                "{} positions do not fit the KV cache of {}",
+                pos + s,
+                cache.capacity
+            );
+        }
+        if let Some(bad) = tokens.iter().find(|t| **t as usize >= hp.vocab_size) {
+            candle_core::bail!(
+                "token id {bad} is outside the vocabulary of {}",
+                hp.vocab_size
+            );
+        }
+        let ids = Tensor::new(tokens, &Device::Cpu)?;
+        let mut x = self.tok_embd.embedding(&ids)?;
+        if hp.arch == Arch::Gemma3 {
+            x = (x * (hp.n_embd as f64).sqrt())?;
+        }
+        let eps = hp.rms_eps as f32;
+        let n_rep = hp.n_head / hp.n_head_kv;
+        let hd = hp.head_dim;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let total = pos + s;
+        for (il, layer) in self.layers.iter().enumerate() {
+            let rope = match (&self.rope_local, layer.sliding) {
+                (Some(local), true) => local,
+                _ => &self.rope,
+            };
+            let cos = rope.cos.narrow(0, pos, s)?;
+            let sin = rope.sin.narrow(0, pos, s)?;
+
+            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
+            let q = layer.wq.forward(&h)?;
+            let k = layer.wk.forward(&h)?;
+            let v = layer.wv.forward(&h)?;
+            // (s, heads * hd) -> (1, heads, s, hd)
+            let q = q
+                .reshape((1, s, hp.n_head, hd))?
+                .transpose(1, 2)?
+                .contiguous()?;
+            let k = k
+                .reshape((1, s, hp.n_head_kv, hd))?
+                .transpose(1, 2)?
+                .contiguous()?;
+            let v = v
+                .reshape((s, hp.n_head_kv, hd))?
+                .transpose(0, 1)?
+                .contiguous()?;
+            let q = match &layer.q_norm {
+                Some(w) => candle_nn::ops::rms_norm(&q, w, eps)?,
+                None => q,
+            };
+            let k = match &layer.k_norm {
+                Some(w) => candle_nn::ops::rms_norm(&k, w, eps)?,
+                None => k,
+            };
+            let (q, k) = match hp.arch {
+                // llama.cpp's converter permutes Llama's q/k rows so that rotated pairs are adjacent.
+                Arch::Llama => (
+                    candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?,
+                    candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?,
+                ),
+                Arch::Gemma3 => (
+                    candle_nn::rotary_emb::rope(&q, &cos, &sin)?,
+                    candle_nn::rotary_emb::rope(&k, &cos, &sin)?,
+                ),
+            };
+            let k = k.squeeze(0)?;
+            cache.k[il].slice_set(&k, 1, pos)?;
+            cache.v[il].slice_set(&v, 1, pos)?;
+
+            // Keys visible to this batch: all so far, or for a sliding layer the last `window`
+            // before the batch's first query (older ones are masked per query below).
+            let window = if layer.sliding {
+                hp.sliding_window
+            } else {
+                None
+            };
+            let start = match window {
+                Some(w) => (pos + 1).saturating_sub(w),
+                None => 0,
+            };
+            let kv_len = total - start;
+            let keys = cache.k[il].narrow(1, start, kv_len)?;
+            let values = cache.v[il].narrow(1, start, kv_len)?;
+            // Grouped heads: the n_rep query heads of one KV head become rows of one matmul.
+            let q = q.reshape((hp.n_head_kv, n_rep * s, hd))?;
+            let att = (q.matmul(&keys.t()?)? * scale)?;
+            let att = if s > 1 || window.is_some_and(|w| total - start > w) {
+                let mask = attention_mask(s, pos, start, kv_len, window)?;
+                att.reshape((hp.n_head_kv, n_rep, s, kv_len))?
+                    .broadcast_add(&mask)?
+                    .reshape((hp.n_head_kv, n_rep * s, kv_len))?
+            } else {
+                att
+            };
+            let att = candle_nn::ops::softmax_last_dim(&att)?;
+            let o = att.matmul(&values)?; // (n_kv, n_rep * s, hd)
+            let o = o
+                .reshape((hp.n_head, s, hd))?
+                .transpose(0, 1)?
+                .contiguous()?
+                .reshape((s, hp.n_head * hd))?;
+            let o = layer.wo.forward(&o)?;
+            let o = match &layer.post_attn_norm {
+                Some(w) => candle_nn::ops::rms_norm(&o, w, eps)?,
+                None => o,
+            };
+            x = (x + o)?;
+
+            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
+            let g = layer.gate.forward(&h)?;
+            let u = layer.up.forward(&h)?;
+            let a = match hp.arch {
+                Arch::Llama => (g.silu()? * u)?,
+                Arch::Gemma3 => (g.gelu()? * u)?,
+            };
+            let d = layer.down.forward(&a)?;
+            let d = match &layer.post_ffn_norm {
+                Some(w) => candle_nn::ops::rms_norm(&d, w, eps)?,
+                None => d,
+            };
+            x = (x + d)?;
+        }
+        cache.len = total;
+        let x = if all_logits {
+            x
+        } else {
+            x.narrow(0, s - 1, 1)?
+        };
+        let x = candle_nn::ops::rms_norm(&x, &self.output_norm, eps)?;
+        let logits = self.output.forward(&x)?;
+        if all_logits {
+            Ok(logits)
+        } else {
+            logits.squeeze(0)
+        }
+    }
+}
+
+/// Additive mask, shape (s, kv_len): query i (at position pos + i) sees key j (at position
+/// start + j) when it is not in the future and, for a sliding window, within the window.
+fn attention_mask(
+    s: usize,
+    pos: usize,
+    start: usize,
+    kv_len: usize,
+    window: Option<usize>,
+) -> candle_core::Result<Tensor> {
+    let mut mask = vec![0f32; s * kv_len];
+    for i in 0..s {
+        let qp = pos + i;
+        for j in 0..kv_len {
+            let kp = start + j;
+            let visible = kp <= qp && window.is_none_or(|w| qp - kp < w);
+            if !visible {
+                mask[i * kv_len + j] = f32::NEG_INFINITY;
+            }
+        }
+    }
+    Tensor::from_vec(mask, (s, kv_len), &Device::Cpu)
+}
+
+/// Keys and values of every layer for one sequence, allocated once at full capacity.
+#[derive(Debug)]
+pub struct KvCache {
+    k: Vec<Tensor>,
+    v: Vec<Tensor>,
+    len: usize,
+    capacity: usize,
+}
+
+impl KvCache {
+    /// Positions filled so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Forgets everything after `len` positions (the next forward overwrites them).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+}
+
+/// The largest logit's index.
+pub fn argmax(logits: &Tensor) -> candle_core::Result<u32> {
+    logits.argmax(D::Minus1)?.to_scalar::<u32>()
+}
