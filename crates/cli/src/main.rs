@@ -13,6 +13,8 @@ macro_rules! outln {
 mod config_cmd;
 mod embed_cmd;
 mod generate_cmd;
+#[cfg(feature = "local")]
+mod local_cmd;
 mod model_args;
 mod models_cmd;
 mod providers_cmd;
@@ -30,7 +32,11 @@ Examples:
   corral generate -m llama3.2-3b --chat 'Why is the sky blue?'
   corral generate --base-url http://127.0.0.1:8080/v1 -m gemma --temperature 0 'The capital of France is'
   corral embed -m minilm 'first text' 'second text'
+  corral generate -m ~/.cache/corral/models/gemma-3-270m-q4_k_m.gguf --temperature 0 'The capital city of France is called'
+  corral tokenize -m model.gguf --pieces 'Hello world'
+  corral bench local -m model.gguf --threads 2 --json
   corral models list
+  corral models pull bartowski/Llama-3.2-1B-Instruct-GGUF --file Llama-3.2-1B-Instruct-Q4_K_M.gguf
   CORRAL_CONFIG=site.toml corral config check
 
 Config: --config FILE, else $CORRAL_CONFIG, else ./corral.toml, else the built-in default.
@@ -79,6 +85,13 @@ enum Command {
     /// Work with models.
     #[command(subcommand)]
     Models(models_cmd::ModelsCommand),
+    /// Print the token ids (or with --pieces the texts) a local model reads for a text.
+    #[cfg(feature = "local")]
+    Tokenize(local_cmd::TokenizeArgs),
+    /// Measure local inference speed and memory.
+    #[cfg(feature = "local")]
+    #[command(subcommand)]
+    Bench(local_cmd::BenchCommand),
 }
 
 static LONG_VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(long_version);
@@ -152,8 +165,87 @@ fn block_on<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(
         .block_on(future)
 }
 
+/// Stops with a clear message when the binary was built for SIMD this CPU lacks (the default build
+/// targets x86-64-v3: AVX2, FMA, F16C), instead of dying on an illegal instruction mid-run.
+fn check_cpu() -> Result<(), String> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let needed = [
+            (
+                "avx2",
+                cfg!(target_feature = "avx2"),
+                std::arch::is_x86_feature_detected!("avx2"),
+            ),
+            (
+                "fma",
+                cfg!(target_feature = "fma"),
+                std::arch::is_x86_feature_detected!("fma"),
+            ),
+            (
+                "f16c",
+                cfg!(target_feature = "f16c"),
+                std::arch::is_x86_feature_detected!("f16c"),
+            ),
+        ];
+        let missing: Vec<&str> = needed
+            .iter()
+            .filter(|(_, built, has)| *built && !*has)
+            .map(|(name, _, _)| *name)
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "this corral binary was built for x86-64-v3 CPUs, and this CPU lacks {}. \
+                 Rebuild for it with: RUSTFLAGS=\"-C target-cpu=native\" cargo install --path crates/cli \
+                 (local models will run slower without AVX2/FMA).",
+                missing.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Sizes candle's kernel thread pool, which it reads once from the environment: from `--threads`,
+/// else from the first `local` provider's `threads` in the config.
+#[cfg(feature = "local")]
+fn set_kernel_threads(cli: &Cli) {
+    let from_flag = match &cli.command {
+        Command::Bench(bench) => bench.threads(),
+        _ => None,
+    };
+    let from_config = || {
+        let config = corral_stack::ConfigSource::discover(cli.config.clone())
+            .load()
+            .ok()?;
+        config
+            .providers
+            .inference
+            .iter()
+            .find(|p| p.provider_type == "local")?
+            .config
+            .get("threads")?
+            .as_integer()
+            .and_then(|n| usize::try_from(n).ok())
+    };
+    let Some(threads) = from_flag.or_else(from_config).filter(|n| *n > 0) else {
+        return;
+    };
+    // SAFETY: called first thing in `main`, before any other thread exists (no runtime, no pool),
+    // so nothing can read the environment concurrently.
+    #[allow(unsafe_code)]
+    unsafe {
+        std::env::set_var("CANDLE_NUM_THREADS", threads.to_string());
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    }
+}
+
 fn main() -> ExitCode {
+    if let Err(message) = check_cpu() {
+        eprintln!("error: {message}");
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
+    #[cfg(feature = "local")]
+    set_kernel_threads(&cli);
     init_logging(cli.verbose, cli.quiet);
     let result = match cli.command {
         Command::Config(command) => config_cmd::run(command, cli.config),
@@ -161,6 +253,10 @@ fn main() -> ExitCode {
         Command::Generate(args) => block_on(generate_cmd::run(args, cli.config)),
         Command::Embed(args) => block_on(embed_cmd::run(args, cli.config)),
         Command::Models(command) => block_on(models_cmd::run(command, cli.config)),
+        #[cfg(feature = "local")]
+        Command::Tokenize(args) => local_cmd::tokenize(args, cli.config),
+        #[cfg(feature = "local")]
+        Command::Bench(command) => local_cmd::bench(command, cli.config),
     };
     match result {
         Ok(code) => code,

@@ -1,4 +1,5 @@
-//! The model a command runs: an id from the config, or an ad-hoc OpenAI-compatible endpoint
+//! The model a command runs: an id from the config, a local model file or directory (a `.gguf`
+//! path, a MiniLM-style directory), or an ad-hoc OpenAI-compatible endpoint
 //! (`--base-url URL [--api-key-env VAR] --model NAME`) for quick use without a config file.
 
 use std::path::PathBuf;
@@ -9,7 +10,8 @@ use corral_stack::{Config, ConfigSource, ModelEntry, ModelKind, ProviderEntry, R
 
 #[derive(Debug, Args)]
 pub struct ModelArgs {
-    /// A model id from the config (or, with --base-url, the endpoint's model name).
+    /// A model id from the config, a path to a local model (`.gguf` file or embedder directory), or
+    /// with --base-url the endpoint's model name.
     #[arg(short, long)]
     pub model: String,
 
@@ -24,11 +26,21 @@ pub struct ModelArgs {
 
 const ADHOC_PROVIDER: &str = "adhoc";
 
+/// Whether `--model` names a local file or directory rather than a configured id.
+pub fn is_local_path(model: &str) -> bool {
+    model.ends_with(".gguf")
+        || model.contains('/') && std::path::Path::new(model).exists()
+        || std::path::Path::new(model).is_file()
+}
+
 impl ModelArgs {
     /// The stack to run the model from: the configured one, or a one-provider stack for --base-url.
     pub fn stack(&self, config: Option<PathBuf>, kind: ModelKind) -> anyhow::Result<Stack> {
         let registry = Registry::builtin();
         let Some(base_url) = &self.base_url else {
+            if is_local_path(&self.model) {
+                return self.local_stack(config, kind, &registry);
+            }
             return Ok(Stack::load(&ConfigSource::discover(config), &registry)?);
         };
         if config.is_some() {
@@ -59,5 +71,42 @@ impl ModelArgs {
             fallbacks: Vec::new(),
         });
         Stack::build(adhoc, "--base-url", &registry).context("the --base-url endpoint")
+    }
+
+    /// A one-provider stack serving the file or directory `--model` names, with the `local`
+    /// provider's settings from the config when it has one.
+    fn local_stack(
+        &self,
+        config: Option<PathBuf>,
+        kind: ModelKind,
+        registry: &Registry,
+    ) -> anyhow::Result<Stack> {
+        let mut provider_config = toml::Table::new();
+        if let Ok(configured) = ConfigSource::discover(config).load()
+            && let Some(local) = configured
+                .providers
+                .inference
+                .iter()
+                .find(|p| p.provider_type == "local")
+        {
+            provider_config = local.config.clone();
+        }
+        let mut adhoc = Config::default();
+        adhoc.providers.inference.push(ProviderEntry {
+            id: ADHOC_PROVIDER.into(),
+            provider_type: "local".into(),
+            config: provider_config,
+            timeout_secs: None,
+            retry: None,
+        });
+        adhoc.models.push(ModelEntry {
+            id: self.model.clone(),
+            provider: ADHOC_PROVIDER.into(),
+            provider_model: None,
+            kind,
+            fallbacks: Vec::new(),
+        });
+        Stack::build(adhoc, "--model", registry)
+            .with_context(|| format!("the model {}", self.model))
     }
 }

@@ -262,6 +262,11 @@ impl Default for ServerSettings {
 }
 
 pub(crate) const BUILTIN_ORIGIN: &str = "<built-in default>";
+/// With local inference compiled in, the default serves the models the test-model script fetches;
+/// without it, the default declares no providers (it may only name what the build can serve).
+#[cfg(feature = "local")]
+const BUILTIN_TOML: &str = include_str!("default-local.toml");
+#[cfg(not(feature = "local"))]
 const BUILTIN_TOML: &str = include_str!("default.toml");
 
 impl Config {

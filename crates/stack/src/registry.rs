@@ -191,6 +191,15 @@ impl Registry {
                     .map(|provider| Arc::new(provider) as Arc<dyn InferenceProvider>)
             },
         ));
+        #[cfg(feature = "local")]
+        registry.inference.add(ProviderType::new(
+            corral_inference::local::PROVIDER_TYPE,
+            "GGUF chat models (Llama 3.x, Gemma 3) and BERT embedders on this machine's CPU",
+            |config: corral_inference::local::LocalConfig| {
+                corral_inference::local::LocalProvider::new(config)
+                    .map(|provider| Arc::new(provider) as Arc<dyn InferenceProvider>)
+            },
+        ));
         registry
     }
 
