@@ -78,6 +78,29 @@ pub fn local_model_path(model: &str, config: Option<PathBuf>) -> anyhow::Result<
     Ok(local.resolve(entry.provider_model.as_deref().unwrap_or(&entry.id)))
 }
 
+/// The models directory: the first `local` provider's `models_dir` in the config, else the default.
+pub fn configured_models_dir(config: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let source = ConfigSource::discover(config);
+    let loaded = source.load()?;
+    match loaded
+        .providers
+        .inference
+        .iter()
+        .find(|p| p.provider_type == corral_inference::local::PROVIDER_TYPE)
+    {
+        Some(provider) => {
+            let typed: LocalConfig = provider
+                .config
+                .clone()
+                .try_into()
+                .with_context(|| format!("providers.inference {}: config", provider.id))?;
+            let local = LocalProvider::new(typed).map_err(anyhow::Error::msg)?;
+            Ok(local.models_dir())
+        }
+        None => Ok(corral_inference::local::default_models_dir()),
+    }
+}
+
 fn open_tokenizer(path: &Path) -> anyhow::Result<Tokenizer> {
     let file = GgufFile::open(path)?;
     let vocab = Vocab::from_gguf(file.metadata()).map_err(|e| file.error(e.to_string()))?;
@@ -252,10 +275,14 @@ fn peak_rss() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Mean and sample standard deviation (n - 1, as llama-bench reports it).
 fn mean_sd(xs: &[f64]) -> (f64, f64) {
     let n = xs.len().max(1) as f64;
     let mean = xs.iter().sum::<f64>() / n;
-    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+    if xs.len() < 2 {
+        return (mean, 0.0);
+    }
+    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
     (mean, var.sqrt())
 }
 
@@ -369,18 +396,7 @@ fn fastrand_seeded() -> impl FnMut() -> u64 {
 }
 
 fn candle_core_threads() -> usize {
-    candle_core_threads_from_env().unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    })
-}
-
-fn candle_core_threads_from_env() -> Option<usize> {
-    ["CANDLE_NUM_THREADS", "RAYON_NUM_THREADS"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok()?.parse().ok())
-        .filter(|n| *n > 0)
+    corral_inference::local::kernel_threads()
 }
 
 const EMBED_SENTENCES: &[&str] = &[

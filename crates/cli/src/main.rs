@@ -166,7 +166,9 @@ fn block_on<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(
 }
 
 /// Stops with a clear message when the binary was built for SIMD this CPU lacks (the default build
-/// targets x86-64-v3: AVX2, FMA, F16C), instead of dying on an illegal instruction mid-run.
+/// targets x86-64-v3: AVX2, FMA, F16C), instead of dying on an illegal instruction mid-run. The
+/// code around it is compiled for the same target and uses AVX (not AVX2) instructions, so a CPU
+/// without AVX at all (before 2011) fails before this can speak.
 fn check_cpu() -> Result<(), String> {
     #[cfg(target_arch = "x86_64")]
     {

@@ -82,12 +82,13 @@ impl ModelArgs {
         registry: &Registry,
     ) -> anyhow::Result<Stack> {
         let mut provider_config = toml::Table::new();
-        if let Ok(configured) = ConfigSource::discover(config).load()
-            && let Some(local) = configured
-                .providers
-                .inference
-                .iter()
-                .find(|p| p.provider_type == "local")
+        // The config (if any) still supplies the local provider's settings, so it must load.
+        let configured = ConfigSource::discover(config).load()?;
+        if let Some(local) = configured
+            .providers
+            .inference
+            .iter()
+            .find(|p| p.provider_type == "local")
         {
             provider_config = local.config.clone();
         }

@@ -30,7 +30,8 @@ pub enum ModelsCommand {
         /// Branch, tag or commit (default: main).
         #[arg(long)]
         revision: Option<String>,
-        /// Destination root (default: $CORRAL_CACHE/models or ~/.cache/corral/models).
+        /// Destination root (default: the local provider's models_dir, else $CORRAL_CACHE/models or
+        /// ~/.cache/corral/models).
         #[arg(long)]
         dir: Option<PathBuf>,
     },
@@ -49,7 +50,11 @@ pub async fn run(command: ModelsCommand, config: Option<PathBuf>) -> anyhow::Res
             revision,
             dir,
         } => {
-            return pull(&repo, revision.as_deref(), file.as_deref(), dir).await;
+            let dest = match dir {
+                Some(dir) => dir,
+                None => crate::local_cmd::configured_models_dir(config)?,
+            };
+            return pull(&repo, revision.as_deref(), file.as_deref(), dest).await;
         }
     };
     let stack = Stack::load(&ConfigSource::discover(config), &Registry::builtin())?;
@@ -67,7 +72,7 @@ pub async fn run(command: ModelsCommand, config: Option<PathBuf>) -> anyhow::Res
         offered.push((provider.id.clone(), listing));
     }
     let routes = stack.routes();
-    let cached = cached_models();
+    let cached = cached_models(&stack);
     if json {
         let providers: Vec<_> = offered
             .iter()
@@ -125,16 +130,27 @@ pub async fn run(command: ModelsCommand, config: Option<PathBuf>) -> anyhow::Res
     Ok(ExitCode::SUCCESS)
 }
 
-/// The models directory of local inference and what is in it.
+/// The models directory of local inference (the config's, else the default) and what is in it.
 #[cfg(feature = "local")]
-fn cached_models() -> Option<(PathBuf, Vec<String>)> {
-    let dir = corral_inference::local::default_models_dir();
+fn cached_models(stack: &Stack) -> Option<(PathBuf, Vec<String>)> {
+    let dir = stack
+        .config()
+        .providers
+        .inference
+        .iter()
+        .find(|p| p.provider_type == corral_inference::local::PROVIDER_TYPE)
+        .and_then(|p| {
+            let typed: corral_inference::local::LocalConfig = p.config.clone().try_into().ok()?;
+            corral_inference::local::LocalProvider::new(typed).ok()
+        })
+        .map(|local| local.models_dir())
+        .unwrap_or_else(corral_inference::local::default_models_dir);
     let files = corral_inference::local::list_model_files(&dir);
     Some((dir, files))
 }
 
 #[cfg(not(feature = "local"))]
-fn cached_models() -> Option<(PathBuf, Vec<String>)> {
+fn cached_models(_stack: &Stack) -> Option<(PathBuf, Vec<String>)> {
     None
 }
 
@@ -177,15 +193,9 @@ async fn pull(
     repo: &str,
     revision: Option<&str>,
     file: Option<&str>,
-    dir: Option<PathBuf>,
+    dest: PathBuf,
 ) -> anyhow::Result<ExitCode> {
-    use anyhow::Context as _;
     use corral_inference::local::hub;
-    let dest = match dir {
-        Some(dir) => dir,
-        None => hub::default_models_dir()
-            .context("no models directory: set CORRAL_CACHE or HOME, or pass --dir")?,
-    };
     // indicatif draws nothing when stderr is not a terminal.
     let bar = PullBar(indicatif::ProgressBar::new(0));
     let paths = hub::pull(repo, revision, file, &dest, &bar).await;

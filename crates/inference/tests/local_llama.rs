@@ -233,3 +233,20 @@ fn the_context_is_bounded_by_n_ctx_and_the_cache_by_its_capacity() {
         .expect_err("out of vocabulary");
     assert!(err.to_string().contains("outside the vocabulary"), "{err}");
 }
+
+#[test]
+fn a_long_prompt_batch_through_dequantized_weights_agrees_with_the_quantized_steps() {
+    // 40 tokens: Q8_0 weights are dequantized for the batch (at least 32 rows) and used
+    // quantized one token at a time.
+    let f = fixture();
+    let prompt: Vec<u32> = (0..40u32).map(|i| (i * 97 + 5) % VOCAB as u32).collect();
+    let mut batched = f.q8.new_cache(prompt.len()).expect("cache");
+    let all = f.q8.forward(&prompt, &mut batched, true).expect("batched");
+    let mut stepwise = f.q8.new_cache(prompt.len()).expect("cache");
+    for (i, token) in prompt.iter().enumerate() {
+        let logits = f.q8.forward(&[*token], &mut stepwise, false).expect("step");
+        let row = all.get(i).expect("row");
+        let cos = cosine(&row, &logits);
+        assert!(cos > 0.999, "position {i}: cosine {cos}");
+    }
+}

@@ -53,16 +53,26 @@ pub(crate) fn model_error(message: impl std::fmt::Display) -> ChatError {
     )
 }
 
+/// How a generation ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Finished(Finished),
+    /// The receiver went away; generation stopped after this many tokens.
+    Cancelled {
+        generated: usize,
+    },
+}
+
 /// Runs one generation on the current (blocking) thread. Text deltas go to `tx` as they are
 /// produced; usage is sent at the end; the finish is returned for the caller to send (after any
-/// tool calls it parses from `held_text`). Returns `Ok(None)` when the receiver went away.
+/// tool calls it parses from `held_text`). A dropped receiver stops it before the next token.
 pub fn generate(
     model: &Model,
     tokenizer: &Tokenizer,
     prompt: &[u32],
     params: &GenerationParams,
     tx: &mpsc::Sender<Result<ChatDelta, ChatError>>,
-) -> Result<Option<Finished>, ChatError> {
+) -> Result<Outcome, ChatError> {
     if prompt.is_empty() {
         return Err(ChatError::InvalidRequest(
             "the prompt is empty: there is nothing to continue".into(),
@@ -92,7 +102,7 @@ pub fn generate(
     let mut logits = None;
     for chunk in prompt.chunks(params.n_batch.max(1)) {
         if tx.is_closed() {
-            return Ok(None);
+            return Ok(Outcome::Cancelled { generated: 0 });
         }
         logits = Some(
             model
@@ -104,16 +114,22 @@ pub fn generate(
         .ok_or_else(|| model_error("no logits after the prompt"))?
         .to_vec1::<f32>()
         .map_err(model_error)?;
+    // A model may have more output rows than its tokenizer has tokens (padding): never pick those.
+    let vocab = tokenizer.vocab_size();
+    logits.truncate(vocab);
     let prompt_seconds = started.elapsed().as_secs_f64();
 
     let decode_started = Instant::now();
     let mut decoder = StreamDecoder::new();
     let mut out = StopScanner::new(&params.stop);
+    let mut router = Router::new(params.buffer_tool_calls);
     let mut generated = 0usize;
-    let mut holding = false;
-    let mut decided = !params.buffer_tool_calls;
-    let mut held = String::new();
     let reason = loop {
+        // A dropped receiver stops the work here, even while nothing is being sent (text held
+        // back as a possible tool call or stop string).
+        if tx.is_closed() {
+            return Ok(Outcome::Cancelled { generated });
+        }
         let token = sampler.sample(&mut logits);
         if tokenizer.is_end_of_generation(token) {
             break FinishReason::Stop;
@@ -122,32 +138,10 @@ pub fn generate(
         generated += 1;
         let piece = decoder.push(tokenizer, token).map_err(model_error)?;
         let (emit, stopped) = out.push(&piece);
-        if !emit.is_empty() {
-            if !decided {
-                let visible = format!("{held}{emit}");
-                if let Some(first) = visible.trim_start().chars().next() {
-                    decided = true;
-                    holding = first == '[' || first == '{' || visible.contains("<|python_tag|>");
-                }
-                held = visible;
-                if decided
-                    && !holding
-                    && tx
-                        .blocking_send(Ok(ChatDelta::Text {
-                            text: std::mem::take(&mut held),
-                        }))
-                        .is_err()
-                {
-                    return Ok(None);
-                }
-            } else if holding {
-                held.push_str(&emit);
-            } else if tx
-                .blocking_send(Ok(ChatDelta::Text { text: emit }))
-                .is_err()
-            {
-                return Ok(None);
-            }
+        if let Some(text) = router.push(&emit)
+            && tx.blocking_send(Ok(ChatDelta::Text { text })).is_err()
+        {
+            return Ok(Outcome::Cancelled { generated });
         }
         if stopped {
             break FinishReason::Stop;
@@ -159,25 +153,19 @@ pub fn generate(
             .forward(&[token], &mut cache, false)
             .and_then(|l| l.to_vec1::<f32>())
             .map_err(model_error)?;
+        logits.truncate(vocab);
     };
     // Whatever was held back for a possible stop string is text after all (unless it stopped).
-    let mut rest = if reason == FinishReason::Stop && out.stopped {
-        String::new()
-    } else {
-        out.flush()
-    };
-    if reason != FinishReason::Stop || !out.stopped {
+    if !out.stopped {
+        let mut rest = out.flush();
         rest.push_str(&decoder.finish());
+        if let Some(text) = router.push(&rest)
+            && tx.blocking_send(Ok(ChatDelta::Text { text })).is_err()
+        {
+            return Ok(Outcome::Cancelled { generated });
+        }
     }
-    if holding || !decided {
-        held.push_str(&rest);
-    } else if !rest.is_empty()
-        && tx
-            .blocking_send(Ok(ChatDelta::Text { text: rest }))
-            .is_err()
-    {
-        return Ok(None);
-    }
+    let held = router.finish();
     let stats = GenerationStats {
         prompt_tokens: prompt.len(),
         generated_tokens: generated,
@@ -196,13 +184,119 @@ pub fn generate(
         completion_tokens: u32::try_from(generated).unwrap_or(u32::MAX),
     };
     if tx.blocking_send(Ok(ChatDelta::Usage(usage))).is_err() {
-        return Ok(None);
+        return Ok(Outcome::Cancelled { generated });
     }
-    Ok(Some(Finished {
+    Ok(Outcome::Finished(Finished {
         reason,
         held_text: held,
         stats,
     }))
+}
+
+/// Where generated text goes when the request has tools: streamed as it comes, unless the answer
+/// starts like a tool call (`[name(`, `{`, a ``` fence, `<function=`, `<|python_tag|>`), in which
+/// case all of it is held for the tool-call parser. A `<|python_tag|>` after some prose holds the
+/// rest from there. Without tools everything streams.
+#[derive(Debug)]
+struct Router {
+    state: Route,
+    held: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Undecided,
+    Streaming,
+    Holding,
+}
+
+const PYTHON_TAG: &str = "<|python_tag|>";
+
+impl Router {
+    fn new(tools: bool) -> Self {
+        Self {
+            state: if tools {
+                Route::Undecided
+            } else {
+                Route::Streaming
+            },
+            held: String::new(),
+        }
+    }
+
+    /// Takes new text; returns what to send now.
+    fn push(&mut self, text: &str) -> Option<String> {
+        if text.is_empty() {
+            return None;
+        }
+        match self.state {
+            Route::Holding => {
+                self.held.push_str(text);
+                None
+            }
+            Route::Streaming => match text.find(PYTHON_TAG) {
+                Some(at) if self.held.is_empty() => {
+                    self.state = Route::Holding;
+                    self.held.push_str(&text[at..]);
+                    Some(text[..at].to_string()).filter(|t| !t.is_empty())
+                }
+                _ => Some(text.to_string()),
+            },
+            Route::Undecided => {
+                self.held.push_str(text);
+                match looks_like_a_call(&self.held) {
+                    Some(true) => {
+                        self.state = Route::Holding;
+                        None
+                    }
+                    Some(false) => {
+                        self.state = Route::Streaming;
+                        let all = std::mem::take(&mut self.held);
+                        self.push(&all)
+                    }
+                    None => None,
+                }
+            }
+        }
+    }
+
+    /// The text held for the tool-call parser (empty when everything was streamed).
+    fn finish(self) -> String {
+        self.held
+    }
+}
+
+/// Whether text that starts an answer is a tool call: `Some(true)`/`Some(false)` once that is
+/// clear, `None` while it could still go either way.
+fn looks_like_a_call(text: &str) -> Option<bool> {
+    let t = text.trim_start();
+    if t.is_empty() {
+        return None;
+    }
+    for marker in ["{", "```", "<function=", PYTHON_TAG] {
+        if t.starts_with(marker) {
+            return Some(true);
+        }
+        if marker.starts_with(t) {
+            return None;
+        }
+    }
+    // `[get_weather(` is a call; `[1] says…` is a citation.
+    if let Some(rest) = t.strip_prefix('[') {
+        let rest = rest.trim_start();
+        let name_len = rest
+            .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.'))
+            .unwrap_or(rest.len());
+        if name_len == rest.len() {
+            return None;
+        }
+        let starts_with_letter = rest
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_alphabetic() || c == '_');
+        return Some(starts_with_letter && rest[name_len..].starts_with('('));
+    }
+    Some(false)
 }
 
 /// Streams text while holding back any tail that could still become a stop string.
@@ -284,6 +378,43 @@ mod tests {
         assert_eq!(s.push(" ST"), (" ".to_string(), false));
         assert_eq!(s.push("OP and more"), (String::new(), true));
         assert!(s.stopped);
+    }
+
+    #[test]
+    fn answers_that_start_like_a_tool_call_are_held_and_prose_streams() {
+        let route = |pieces: &[&str]| {
+            let mut router = Router::new(true);
+            let sent: String = pieces.iter().filter_map(|p| router.push(p)).collect();
+            (sent, router.finish())
+        };
+        assert_eq!(
+            route(&["[get_", "weather(city=\"Paris\")]"]),
+            (String::new(), "[get_weather(city=\"Paris\")]".into())
+        );
+        assert_eq!(
+            route(&["  {\"name\"", ": \"f\"}"]),
+            (String::new(), "  {\"name\": \"f\"}".into())
+        );
+        assert_eq!(
+            route(&["`", "``tool_code\nf()\n```"]),
+            (String::new(), "```tool_code\nf()\n```".into())
+        );
+        assert_eq!(
+            route(&["[1", "] says so."]),
+            ("[1] says so.".into(), String::new())
+        );
+        assert_eq!(
+            route(&["Paris", " is big."]),
+            ("Paris is big.".into(), String::new())
+        );
+        assert_eq!(
+            route(&["Let me look.", "<|python_tag|>", "f(a=1)"]),
+            ("Let me look.".into(), "<|python_tag|>f(a=1)".into())
+        );
+        // Without tools everything streams, markers included.
+        let mut router = Router::new(false);
+        assert_eq!(router.push("[f()]"), Some("[f()]".into()));
+        assert_eq!(router.finish(), "");
     }
 
     #[test]

@@ -54,11 +54,13 @@ impl GgufFile {
         })?;
         let mut reader = BufReader::new(file);
         let mut magic = [0u8; 4];
-        if reader.read_exact(&mut magic).is_err() {
-            return Err(ModelFileError::new(
-                path,
-                "not a GGUF file: shorter than the 4-byte magic",
-            ));
+        if let Err(e) = reader.read_exact(&mut magic) {
+            let problem = if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                "not a GGUF file: shorter than the 4-byte magic".to_string()
+            } else {
+                format!("cannot read: {e}")
+            };
+            return Err(ModelFileError::new(path, problem));
         }
         if &magic != b"GGUF" {
             return Err(ModelFileError::new(

@@ -14,6 +14,7 @@
 pub mod bert;
 pub mod chat_format;
 pub mod engine;
+pub mod escape;
 pub mod gguf;
 pub mod hub;
 pub mod model;
@@ -35,7 +36,7 @@ use serde::Deserialize;
 use tokio::sync::{Semaphore, mpsc};
 
 use self::chat_format::{PromptFormat, RenderOptions};
-use self::engine::{GenerationParams, model_error};
+use self::engine::{GenerationParams, Outcome, model_error};
 use self::gguf::{GgufFile, ModelFileError};
 use self::model::Model;
 use self::sampler::SamplerConfig;
@@ -69,6 +70,12 @@ pub struct LocalConfig {
 
 pub const DEFAULT_N_CTX: usize = 4096;
 pub const DEFAULT_N_BATCH: usize = 512;
+
+/// The threads candle's kernels run on: `RAYON_NUM_THREADS` (the CLI sets it, and
+/// `CANDLE_NUM_THREADS`, from `--threads` or the config), else the physical cores.
+pub fn kernel_threads() -> usize {
+    candle_core::utils::get_num_threads()
+}
 
 /// The models directory when none is configured: `$CORRAL_CACHE/models`, else
 /// `~/.cache/corral/models` (the directory `corral models pull` fills), else a relative one.
@@ -109,19 +116,22 @@ impl LocalProvider {
         &self.config
     }
 
+    /// The configured `models_dir` (with `~` expanded), else [`default_models_dir`].
+    pub fn models_dir(&self) -> PathBuf {
+        self.config
+            .models_dir
+            .as_ref()
+            .map(|d| expand_home(&d.to_string_lossy()))
+            .unwrap_or_else(default_models_dir)
+    }
+
     /// Where `name` lives: itself if it is an existing path, else under `models_dir`.
     pub fn resolve(&self, name: &str) -> PathBuf {
         let direct = expand_home(name);
         if direct.exists() || direct.is_absolute() {
             return direct;
         }
-        let dir = self
-            .config
-            .models_dir
-            .clone()
-            .map(|d| expand_home(&d.to_string_lossy()))
-            .unwrap_or_else(default_models_dir);
-        dir.join(name)
+        self.models_dir().join(name)
     }
 
     /// Loads (or reuses) the chat model in the GGUF file at `path`.
@@ -207,12 +217,7 @@ impl InferenceProvider for LocalProvider {
     }
 
     async fn list_models(&self) -> Result<Option<Vec<String>>, ChatError> {
-        let dir = self
-            .config
-            .models_dir
-            .clone()
-            .unwrap_or_else(default_models_dir);
-        Ok(Some(list_model_files(&dir)))
+        Ok(Some(list_model_files(&self.models_dir())))
     }
 }
 
@@ -268,6 +273,7 @@ pub struct LocalChatModel {
     model: Arc<Model>,
     tokenizer: Arc<Tokenizer>,
     format: PromptFormat,
+    escaper: escape::Escaper,
     n_batch: usize,
     busy: Arc<Semaphore>,
 }
@@ -311,6 +317,7 @@ impl LocalChatModel {
         Ok(Self {
             path: path.to_path_buf(),
             model: Arc::new(model),
+            escaper: escape::Escaper::new(&tokenizer),
             tokenizer: Arc::new(tokenizer),
             format: choice.format,
             n_batch: options.n_batch,
@@ -336,18 +343,35 @@ impl LocalChatModel {
 
     /// The prompt text for a chat request.
     pub fn render(&self, request: &ChatRequest) -> Result<String, ChatError> {
+        self.render_messages(request, &request.messages)
+    }
+
+    fn render_messages(
+        &self,
+        request: &ChatRequest,
+        messages: &[corral_core::Message],
+    ) -> Result<String, ChatError> {
         let tools: &[ToolSpec] = match request.tool_choice {
             ToolChoice::None => &[],
             _ => &request.tools,
         };
         chat_format::render_with(
             &self.format,
-            &request.messages,
+            messages,
             tools,
             true,
             &RenderOptions::default(),
         )
         .map_err(|e| ChatError::InvalidRequest(e.to_string()))
+    }
+
+    /// The prompt's token ids: the format's markers as special tokens, and the messages' text as
+    /// plain text even where it spells a control token (see [`escape`]).
+    pub fn prompt_ids(&self, request: &ChatRequest) -> Result<Vec<u32>, ChatError> {
+        let mut literals = Vec::new();
+        let messages = self.escaper.messages(&request.messages, &mut literals);
+        let text = self.render_messages(request, &messages)?;
+        Ok(escape::encode_prompt(&self.tokenizer, &text, &literals))
     }
 
     /// Starts a generation on a blocking thread; `on_finish` turns the held-back text into the
@@ -362,54 +386,33 @@ impl LocalChatModel {
             let Ok(permit) = busy.acquire_owned().await else {
                 return;
             };
+            let report = tx.clone();
             let worker = tokio::task::spawn_blocking(move || {
                 let _permit = permit;
                 let result = engine::generate(&model, &tokenizer, &prompt, &params, &tx);
                 let finished = match result {
-                    Ok(Some(finished)) => finished,
-                    Ok(None) => return,
+                    Ok(Outcome::Finished(finished)) => finished,
+                    Ok(Outcome::Cancelled { generated }) => {
+                        tracing::debug!(generated, "local generation cancelled");
+                        return;
+                    }
                     Err(e) => {
                         let _ = tx.blocking_send(Err(e));
                         return;
                     }
                 };
-                let mut reason = finished.reason;
-                let mut closing = Vec::new();
-                if parse_tools && !finished.held_text.trim().is_empty() {
-                    let parsed = chat_format::parse_tool_calls(&finished.held_text);
-                    if !parsed.content.is_empty() {
-                        closing.push(ChatDelta::Text {
-                            text: parsed.content,
-                        });
-                    }
-                    if let Some(message) = parsed.error {
-                        closing.push(ChatDelta::ToolCallError { message });
-                    }
-                    if !parsed.tool_calls.is_empty() && reason == FinishReason::Stop {
-                        reason = FinishReason::ToolCalls;
-                    }
-                    for (index, call) in parsed.tool_calls.into_iter().enumerate() {
-                        closing.push(ChatDelta::ToolCall(corral_core::ToolCallDelta {
-                            index,
-                            id: Some(call.id),
-                            name: Some(call.name),
-                            arguments: call.arguments.to_string(),
-                        }));
-                    }
-                } else if !finished.held_text.is_empty() {
-                    closing.push(ChatDelta::Text {
-                        text: finished.held_text,
-                    });
-                }
-                closing.push(ChatDelta::Finish { reason });
-                for delta in closing {
+                for delta in closing_deltas(finished, parse_tools) {
                     if tx.blocking_send(Ok(delta)).is_err() {
                         return;
                     }
                 }
             });
+            // A panic in the engine must not look like an answer that simply ended.
             if let Err(e) = worker.await {
                 tracing::error!("local generation stopped: {e}");
+                let _ = report
+                    .send(Err(model_error(format!("generation stopped: {e}"))))
+                    .await;
             }
         });
         futures::stream::unfold(rx, |mut rx| async move {
@@ -417,6 +420,41 @@ impl LocalChatModel {
         })
         .boxed()
     }
+}
+
+/// The deltas that end an answer: the held-back text as tool calls (or as text, with the parse
+/// error when it looked like a call but was not one), then the finish reason.
+fn closing_deltas(finished: engine::Finished, parse_tools: bool) -> Vec<ChatDelta> {
+    let mut reason = finished.reason;
+    let mut closing = Vec::new();
+    if parse_tools && !finished.held_text.trim().is_empty() {
+        let parsed = chat_format::parse_tool_calls(&finished.held_text);
+        if !parsed.content.is_empty() {
+            closing.push(ChatDelta::Text {
+                text: parsed.content,
+            });
+        }
+        if let Some(message) = parsed.error {
+            closing.push(ChatDelta::ToolCallError { message });
+        }
+        if !parsed.tool_calls.is_empty() && reason == FinishReason::Stop {
+            reason = FinishReason::ToolCalls;
+        }
+        for (index, call) in parsed.tool_calls.into_iter().enumerate() {
+            closing.push(ChatDelta::ToolCall(corral_core::ToolCallDelta {
+                index,
+                id: Some(call.id),
+                name: Some(call.name),
+                arguments: call.arguments.to_string(),
+            }));
+        }
+    } else if !finished.held_text.is_empty() {
+        closing.push(ChatDelta::Text {
+            text: finished.held_text,
+        });
+    }
+    closing.push(ChatDelta::Finish { reason });
+    closing
 }
 
 fn sampler_for(sampling: &corral_core::Sampling) -> Result<SamplerConfig, ChatError> {
@@ -439,14 +477,14 @@ impl ChatModel for LocalChatModel {
         if matches!(
             request.tool_choice,
             ToolChoice::Required | ToolChoice::Tool(_)
-        ) && request.tools.is_empty()
-        {
-            return Err(ChatError::InvalidRequest(
-                "tool_choice asks for a tool call but no tools were given".into(),
-            ));
+        ) {
+            return Err(ChatError::InvalidRequest(if request.tools.is_empty() {
+                "tool_choice asks for a tool call but no tools were given".into()
+            } else {
+                "local models cannot be forced to call a tool (tool_choice required or a named tool); use auto".into()
+            }));
         }
-        let text = self.render(request)?;
-        let prompt = self.tokenizer.encode(&text, false, true);
+        let prompt = self.prompt_ids(request)?;
         let mut stop = request.stop.clone();
         for s in chat_format::stop_strings(&self.format) {
             if !stop.contains(&s) {
@@ -527,4 +565,74 @@ pub fn greedy_tokens(
             .map_err(model_error)?;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::{Finished, GenerationStats};
+
+    fn finished(text: &str, reason: FinishReason) -> Finished {
+        Finished {
+            reason,
+            held_text: text.to_string(),
+            stats: GenerationStats::default(),
+        }
+    }
+
+    #[test]
+    fn held_text_becomes_typed_tool_calls() {
+        let deltas = closing_deltas(
+            finished(r#"[get_weather(city="Paris"), now()]"#, FinishReason::Stop),
+            true,
+        );
+        let calls: Vec<_> = deltas
+            .iter()
+            .filter_map(|d| match d {
+                ChatDelta::ToolCall(call) => Some(call),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[0].name.as_deref(), Some("get_weather"));
+        assert_eq!(calls[0].arguments, r#"{"city":"Paris"}"#);
+        assert_eq!(
+            deltas.last(),
+            Some(&ChatDelta::Finish {
+                reason: FinishReason::ToolCalls
+            })
+        );
+    }
+
+    #[test]
+    fn a_malformed_call_stays_text_with_the_parse_error() {
+        let deltas = closing_deltas(
+            finished(r#"[get_weather(city=Paris)]"#, FinishReason::Stop),
+            true,
+        );
+        assert!(matches!(&deltas[0], ChatDelta::Text { text } if text.contains("get_weather")));
+        assert!(matches!(&deltas[1], ChatDelta::ToolCallError { message } if !message.is_empty()));
+        assert_eq!(
+            deltas.last(),
+            Some(&ChatDelta::Finish {
+                reason: FinishReason::Stop
+            })
+        );
+    }
+
+    #[test]
+    fn without_tools_held_text_is_just_text() {
+        let deltas = closing_deltas(finished("[f()]", FinishReason::Length), false);
+        assert_eq!(
+            deltas,
+            vec![
+                ChatDelta::Text {
+                    text: "[f()]".into()
+                },
+                ChatDelta::Finish {
+                    reason: FinishReason::Length
+                }
+            ]
+        );
+    }
 }

@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{D, DType, Device, Module, Tensor};
 
 use super::gguf::{GgufFile, ModelFileError, brief};
@@ -67,6 +67,9 @@ pub struct Hparams {
     pub sliding_window: Option<usize>,
     pub swa_pattern: usize,
     pub vocab_size: usize,
+    /// Multiplies q·k before the softmax: 1/sqrt(head_dim), except Gemma 3 27B (62 layers), whose
+    /// query_pre_attn_scalar is n_embd / n_head, as llama.cpp has it.
+    pub attn_scale: f64,
 }
 
 impl Hparams {
@@ -130,9 +133,24 @@ impl Hparams {
             Arch::Llama => 1e-5,
             Arch::Gemma3 => 1e-6,
         };
+        let n_layer = file.required_usize(&format!("{a}.block_count"))?;
+        let ctx_train = file
+            .optional_usize(&format!("{a}.context_length"))?
+            .unwrap_or(2048);
+        if n_layer == 0 || ctx_train == 0 || sliding_window == Some(0) {
+            return Err(file.error(format!(
+                "block_count ({n_layer}), context_length ({ctx_train}) and attention.sliding_window must be positive"
+            )));
+        }
+        let attn_scale = if arch == Arch::Gemma3 && n_layer == 62 {
+            1.0 / ((n_embd / n_head) as f64).sqrt()
+        } else {
+            1.0 / (head_dim as f64).sqrt()
+        };
         Ok(Self {
+            attn_scale,
             arch,
-            n_layer: file.required_usize(&format!("{a}.block_count"))?,
+            n_layer,
             n_embd,
             n_head,
             n_head_kv,
@@ -149,9 +167,7 @@ impl Hparams {
                 }),
             rope_base_local,
             rope_linear_factor,
-            ctx_train: file
-                .optional_usize(&format!("{a}.context_length"))?
-                .unwrap_or(2048),
+            ctx_train,
             sliding_window,
             swa_pattern,
             vocab_size,
@@ -169,17 +185,17 @@ impl Hparams {
 #[derive(Debug)]
 struct Layer {
     attn_norm: Tensor,
-    wq: QMatMul,
-    wk: QMatMul,
-    wv: QMatMul,
-    wo: QMatMul,
+    wq: Linear,
+    wk: Linear,
+    wv: Linear,
+    wo: Linear,
     q_norm: Option<Tensor>,
     k_norm: Option<Tensor>,
     post_attn_norm: Option<Tensor>,
     ffn_norm: Tensor,
-    gate: QMatMul,
-    up: QMatMul,
-    down: QMatMul,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
     post_ffn_norm: Option<Tensor>,
     sliding: bool,
 }
@@ -238,6 +254,41 @@ pub struct Model {
 
 fn dense(t: QTensor) -> candle_core::Result<Tensor> {
     t.dequantize(&Device::Cpu)
+}
+
+/// Prompt batches at least this long multiply by dequantized weights (see [`Linear`]).
+const DENSE_MIN_ROWS: usize = 32;
+
+/// A weight matrix. One token at a time it runs candle's quantized kernels (memory-bound, where
+/// quantization pays). For a prompt batch, weight types without candle's tiled x86 kernels (Q4_K
+/// and Q6_K have them) are dequantized to f32 for the call and multiplied with the f32 GEMM: the
+/// batch reuses each weight many times, so compute dominates, and the dot-product kernels re-read
+/// every weight block once per row. The f32 copy lives only for the call.
+#[derive(Debug)]
+struct Linear {
+    w: QMatMul,
+    dense_prefill: bool,
+}
+
+impl Linear {
+    fn new(w: QMatMul) -> Self {
+        let dense_prefill = matches!(
+            &w,
+            QMatMul::QTensor(t) if !matches!(t.dtype(), GgmlDType::Q4K | GgmlDType::Q6K)
+        );
+        Self { w, dense_prefill }
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if self.dense_prefill
+            && x.dim(0)? >= DENSE_MIN_ROWS
+            && let QMatMul::QTensor(q) = &self.w
+        {
+            let w = q.dequantize(&Device::Cpu)?;
+            return x.matmul(&w.t()?);
+        }
+        self.w.forward(x)
+    }
 }
 
 /// A norm's weights, dense.
@@ -331,14 +382,22 @@ impl Model {
 
         let q_dim = hp.n_head * hp.head_dim;
         let kv_dim = hp.n_head_kv * hp.head_dim;
-        let mut layers = Vec::with_capacity(hp.n_layer);
+        // Sizes come from the file: check the last layer exists before trusting block_count.
+        let last = format!("blk.{}.attn_q.weight", hp.n_layer - 1);
+        if !file.has_tensor(&last) {
+            return Err(file.error(format!(
+                "block_count is {} but there is no tensor {last}",
+                hp.n_layer
+            )));
+        }
+        let mut layers = Vec::new();
         for il in 0..hp.n_layer {
             let p = format!("blk.{il}");
-            let mut take_mm = |suffix: &str, dims: [usize; 2]| -> Result<QMatMul, ModelFileError> {
+            let mut take_mm = |suffix: &str, dims: [usize; 2]| -> Result<Linear, ModelFileError> {
                 let name = format!("{p}.{suffix}.weight");
                 expect_dims(file, &name, &dims)?;
                 let t = file.tensor(&name)?;
-                mm(file, &name, t)
+                mm(file, &name, t).map(Linear::new)
             };
             let wq = take_mm("attn_q", [q_dim, hp.n_embd])?;
             let wk = take_mm("attn_k", [kv_dim, hp.n_embd])?;
@@ -437,7 +496,7 @@ impl Model {
         let eps = hp.rms_eps as f32;
         let n_rep = hp.n_head / hp.n_head_kv;
         let hd = hp.head_dim;
-        let scale = 1.0 / (hd as f64).sqrt();
+        let scale = hp.attn_scale;
         let total = pos + s;
         for (il, layer) in self.layers.iter().enumerate() {
             let rope = match (&self.rope_local, layer.sliding) {

@@ -43,11 +43,15 @@ impl Default for SamplerConfig {
 }
 
 impl SamplerConfig {
-    /// From a request: anything left unset takes the default, and a missing seed is drawn at random
-    /// so that unseeded requests differ.
+    /// From a request: anything left unset takes llama.cpp's default (temperature 0.8, top-k 40,
+    /// top-p 0.95, min-p 0.05, no penalties), and a missing seed is drawn at random so that
+    /// unseeded requests differ.
     pub fn from_request(sampling: &Sampling) -> Result<Self, String> {
         let mut config = Self {
             seed: sampling.seed.unwrap_or_else(|| fastrand::u64(..)),
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
             ..Self::default()
         };
         if let Some(t) = sampling.temperature {
@@ -56,7 +60,6 @@ impl SamplerConfig {
             }
             config.temperature = t;
         } else {
-            // A chat API's usual default, as llama.cpp and OpenAI use when none is given.
             config.temperature = 0.8;
         }
         if let Some(k) = sampling.top_k {
