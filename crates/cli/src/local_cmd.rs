@@ -69,13 +69,18 @@ pub fn local_model_path(model: &str, config: Option<PathBuf>) -> anyhow::Result<
             provider.provider_type
         );
     }
+    let local = local_provider(provider)?;
+    Ok(local.resolve(entry.provider_model.as_deref().unwrap_or(&entry.id)))
+}
+
+/// The `local` provider a config entry declares (its typed config checked).
+fn local_provider(provider: &corral_stack::ProviderEntry) -> anyhow::Result<LocalProvider> {
     let typed: LocalConfig = provider
         .config
         .clone()
         .try_into()
         .with_context(|| format!("providers.inference {}: config", provider.id))?;
-    let local = LocalProvider::new(typed).map_err(anyhow::Error::msg)?;
-    Ok(local.resolve(entry.provider_model.as_deref().unwrap_or(&entry.id)))
+    LocalProvider::new(typed).map_err(anyhow::Error::msg)
 }
 
 /// The models directory: the first `local` provider's `models_dir` in the config, else the default.
@@ -88,15 +93,7 @@ pub fn configured_models_dir(config: Option<PathBuf>) -> anyhow::Result<PathBuf>
         .iter()
         .find(|p| p.provider_type == corral_inference::local::PROVIDER_TYPE)
     {
-        Some(provider) => {
-            let typed: LocalConfig = provider
-                .config
-                .clone()
-                .try_into()
-                .with_context(|| format!("providers.inference {}: config", provider.id))?;
-            let local = LocalProvider::new(typed).map_err(anyhow::Error::msg)?;
-            Ok(local.models_dir())
-        }
+        Some(provider) => Ok(local_provider(provider)?.models_dir()),
         None => Ok(corral_inference::local::default_models_dir()),
     }
 }

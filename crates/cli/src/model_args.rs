@@ -55,10 +55,29 @@ impl ModelArgs {
             }
             provider_config.insert("api_key_env".into(), var.clone().into());
         }
+        self.one_model_stack(
+            "remote::openai-compat",
+            provider_config,
+            kind,
+            "--base-url",
+            &registry,
+        )
+        .context("the --base-url endpoint")
+    }
+
+    /// A stack of one provider of `provider_type` serving `--model` and nothing else.
+    fn one_model_stack(
+        &self,
+        provider_type: &str,
+        provider_config: toml::Table,
+        kind: ModelKind,
+        origin: &str,
+        registry: &Registry,
+    ) -> anyhow::Result<Stack> {
         let mut adhoc = Config::default();
         adhoc.providers.inference.push(ProviderEntry {
             id: ADHOC_PROVIDER.into(),
-            provider_type: "remote::openai-compat".into(),
+            provider_type: provider_type.into(),
             config: provider_config,
             timeout_secs: None,
             retry: None,
@@ -70,7 +89,7 @@ impl ModelArgs {
             kind,
             fallbacks: Vec::new(),
         });
-        Stack::build(adhoc, "--base-url", &registry).context("the --base-url endpoint")
+        Ok(Stack::build(adhoc, origin, registry)?)
     }
 
     /// A one-provider stack serving the file or directory `--model` names, with the `local`
@@ -92,22 +111,7 @@ impl ModelArgs {
         {
             provider_config = local.config.clone();
         }
-        let mut adhoc = Config::default();
-        adhoc.providers.inference.push(ProviderEntry {
-            id: ADHOC_PROVIDER.into(),
-            provider_type: "local".into(),
-            config: provider_config,
-            timeout_secs: None,
-            retry: None,
-        });
-        adhoc.models.push(ModelEntry {
-            id: self.model.clone(),
-            provider: ADHOC_PROVIDER.into(),
-            provider_model: None,
-            kind,
-            fallbacks: Vec::new(),
-        });
-        Stack::build(adhoc, "--model", registry)
+        self.one_model_stack("local", provider_config, kind, "--model", registry)
             .with_context(|| format!("the model {}", self.model))
     }
 }

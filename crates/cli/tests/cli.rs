@@ -1,19 +1,11 @@
 //! The `corral` binary as a user runs it: exit codes, messages that name the key, JSON output.
 
-use std::path::Path;
-
-use assert_cmd::Command;
 use predicates::prelude::*;
 use tempfile::TempDir;
 
-/// `corral` run in an empty directory, with no config from the environment.
-fn corral(dir: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("corral").expect("the corral binary is built");
-    cmd.current_dir(dir)
-        .env_remove("CORRAL_CONFIG")
-        .env_remove("RUST_LOG");
-    cmd
-}
+mod support;
+
+use support::corral;
 
 fn write(dir: &TempDir, name: &str, text: &str) -> std::path::PathBuf {
     let path = dir.path().join(name);

@@ -2,19 +2,14 @@
 //! random-weight Llama written by `corral bench synth`.
 #![cfg(feature = "local")]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use assert_cmd::Command;
 use predicates::prelude::*;
 use tempfile::TempDir;
 
-fn corral(dir: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("corral").expect("the corral binary is built");
-    cmd.current_dir(dir)
-        .env_remove("CORRAL_CONFIG")
-        .env_remove("RUST_LOG");
-    cmd
-}
+mod support;
+
+use support::corral;
 
 fn cache() -> PathBuf {
     std::env::var_os("CORRAL_CACHE")

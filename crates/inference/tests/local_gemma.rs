@@ -20,7 +20,6 @@ use corral_core::{
     StreamCollector,
 };
 use corral_inference::local::{LocalConfig, LocalProvider, greedy_tokens};
-use corral_inference::remote::{PRESETS, RemoteConfig, RemoteProvider};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -117,16 +116,6 @@ async fn greedy_tokens_equal_llama_cpp_on_the_same_file() {
     assert_eq!(usage.completion_tokens as usize, exact);
 }
 
-fn llama_cpp(base_url: &str) -> RemoteProvider {
-    let preset = PRESETS
-        .iter()
-        .find(|p| p.name == "remote::llama-cpp")
-        .expect("preset");
-    let config: RemoteConfig =
-        serde_json::from_value(serde_json::json!({"base_url": base_url})).expect("config");
-    RemoteProvider::new(preset, config).expect("builds")
-}
-
 #[tokio::test]
 async fn the_same_call_gives_the_same_greedy_text_locally_and_through_llama_server() {
     let path = gemma_path();
@@ -140,7 +129,8 @@ async fn the_same_call_gives_the_same_greedy_text_locally_and_through_llama_serv
     else {
         return;
     };
-    let remote = llama_cpp(&server.base_url())
+    let remote = server
+        .provider()
         .chat_model(&server.model)
         .await
         .expect("remote model");

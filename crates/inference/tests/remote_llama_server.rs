@@ -12,24 +12,13 @@ use corral_core::{
     CapabilityError, ChatModel, ChatRequest, ErrorKind, FinishReason, GenerateRequest,
     InferenceProvider, Message, Sampling, StreamCollector,
 };
-use corral_inference::remote::{PRESETS, RemoteConfig, RemoteProvider};
-
-fn llama_cpp(base_url: &str) -> RemoteProvider {
-    let preset = PRESETS
-        .iter()
-        .find(|p| p.name == "remote::llama-cpp")
-        .expect("preset");
-    let config: RemoteConfig =
-        serde_json::from_value(serde_json::json!({"base_url": base_url})).expect("config");
-    RemoteProvider::new(preset, config).expect("builds")
-}
 
 #[tokio::test]
 async fn llama_server_end_to_end() {
     let Some(server) = llama_server::for_test().await else {
         return;
     };
-    let provider = llama_cpp(&server.base_url());
+    let provider = server.provider();
     let model = provider.chat(&server.model);
 
     // Raw completion, greedy: the reference continuation of this prompt starts with " Paris".

@@ -104,6 +104,19 @@ impl LlamaServer {
         format!("http://127.0.0.1:{}/v1", self.port)
     }
 
+    /// Our remote client for this server, through the `remote::llama-cpp` preset.
+    pub fn provider(&self) -> corral_inference::remote::RemoteProvider {
+        use corral_inference::remote::{PRESETS, RemoteConfig, RemoteProvider};
+        let preset = PRESETS
+            .iter()
+            .find(|p| p.name == "remote::llama-cpp")
+            .expect("preset");
+        let config: RemoteConfig =
+            serde_json::from_value(serde_json::json!({"base_url": self.base_url()}))
+                .expect("config");
+        RemoteProvider::new(preset, config).expect("builds")
+    }
+
     async fn wait_ready(&mut self, limit: Duration) -> Result<(), String> {
         let health = format!("http://127.0.0.1:{}/health", self.port);
         let client = reqwest::Client::new();
