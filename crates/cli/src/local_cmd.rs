@@ -85,9 +85,12 @@ fn local_provider(provider: &corral_stack::ProviderEntry) -> anyhow::Result<Loca
 
 /// The models directory: the first `local` provider's `models_dir` in the config, else the default.
 pub fn configured_models_dir(config: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    let source = ConfigSource::discover(config);
-    let loaded = source.load()?;
-    match loaded
+    models_dir_of(&ConfigSource::discover(config).load()?)
+}
+
+/// The models directory a loaded config gives its first `local` provider, else the default.
+pub fn models_dir_of(config: &corral_stack::Config) -> anyhow::Result<PathBuf> {
+    match config
         .providers
         .inference
         .iter()
@@ -315,9 +318,7 @@ fn bench_local(args: BenchLocalArgs, config: Option<PathBuf>) -> anyhow::Result<
     for rep in 0..=args.reps {
         let mut cache = model.new_cache(args.prompt_tokens)?;
         let t = Instant::now();
-        for chunk in prompt.chunks(args.batch.max(1)) {
-            model.forward(chunk, &mut cache, false)?;
-        }
+        model.prefill(&prompt, &mut cache, args.batch)?;
         if rep > 0 {
             pp.push(args.prompt_tokens as f64 / t.elapsed().as_secs_f64());
             progress.inc(1);

@@ -133,18 +133,9 @@ pub async fn run(command: ModelsCommand, config: Option<PathBuf>) -> anyhow::Res
 /// The models directory of local inference (the config's, else the default) and what is in it.
 #[cfg(feature = "local")]
 fn cached_models(stack: &Stack) -> Option<(PathBuf, Vec<String>)> {
-    let dir = stack
-        .config()
-        .providers
-        .inference
-        .iter()
-        .find(|p| p.provider_type == corral_inference::local::PROVIDER_TYPE)
-        .and_then(|p| {
-            let typed: corral_inference::local::LocalConfig = p.config.clone().try_into().ok()?;
-            corral_inference::local::LocalProvider::new(typed).ok()
-        })
-        .map(|local| local.models_dir())
-        .unwrap_or_else(corral_inference::local::default_models_dir);
+    // The stack has built this config's providers already, so its local config is valid.
+    let dir = crate::local_cmd::models_dir_of(stack.config())
+        .unwrap_or_else(|_| corral_inference::local::default_models_dir());
     let files = corral_inference::local::list_model_files(&dir);
     Some((dir, files))
 }

@@ -538,21 +538,18 @@ pub fn greedy_tokens(
     prompt: &[u32],
     n: usize,
 ) -> Result<Vec<u32>, ChatError> {
+    if prompt.is_empty() {
+        return Err(ChatError::InvalidRequest("empty prompt".into()));
+    }
     let mut cache = model
         .model
         .new_cache(prompt.len() + n)
         .map_err(model_error)?;
-    let mut logits = None;
-    for chunk in prompt.chunks(model.n_batch.max(1)) {
-        logits = Some(
-            model
-                .model
-                .forward(chunk, &mut cache, false)
-                .map_err(model_error)?,
-        );
-    }
+    let mut logits = model
+        .model
+        .prefill(prompt, &mut cache, model.n_batch)
+        .map_err(model_error)?;
     let mut out = Vec::with_capacity(n);
-    let mut logits = logits.ok_or_else(|| ChatError::InvalidRequest("empty prompt".into()))?;
     for _ in 0..n {
         let next = model::argmax(&logits).map_err(model_error)?;
         out.push(next);

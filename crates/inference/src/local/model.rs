@@ -615,6 +615,23 @@ impl Model {
     }
 }
 
+impl Model {
+    /// Runs a whole prompt in batches of `n_batch` tokens and returns the last token's logits.
+    /// (The generation loop runs its own batches, to stop between them when cancelled.)
+    pub fn prefill(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        n_batch: usize,
+    ) -> candle_core::Result<Tensor> {
+        let mut logits = None;
+        for chunk in tokens.chunks(n_batch.max(1)) {
+            logits = Some(self.forward(chunk, cache, false)?);
+        }
+        logits.ok_or_else(|| candle_core::Error::Msg("no tokens to run".into()))
+    }
+}
+
 /// Additive mask, shape (s, kv_len): query i (at position pos + i) sees key j (at position
 /// start + j) when it is not in the future and, for a sliding window, within the window.
 fn attention_mask(
