@@ -45,6 +45,10 @@ pub struct Chunk {
     /// Hash of `text`, to tell unchanged chunks on re-ingestion.
     #[serde(default)]
     pub content_hash: Option<String>,
+    /// Hash of the whole document this chunk was cut from, as it was when ingested: re-ingestion
+    /// compares it to tell an unchanged document, which it then leaves alone.
+    #[serde(default)]
+    pub document_hash: Option<String>,
     #[serde(default)]
     pub metadata: Metadata,
 }

@@ -29,7 +29,7 @@ pub use chat::{
     ResponseFormat, Sampling, StreamCollector, ToolCallDelta, ToolChoice, Usage,
 };
 pub use document::{Chunk, Document, PageRange, SearchHit};
-pub use embed::{Embedder, Embedding};
+pub use embed::{Embedder, Embedding, TokenCounter};
 pub use error::{
     CapabilityError, ChatError, EmbedError, ErrorKind, ProviderError, ShieldError, ToolError,
     VectorStoreError,
@@ -38,5 +38,7 @@ pub use message::{ContentPart, ImageSource, Message, Role, ToolCall};
 pub use provider::{InferenceProvider, SafetyProvider, ToolRuntimeProvider, VectorIoProvider};
 pub use shield::{Shield, Violation, ViolationLevel};
 pub use tool::{Tool, ToolOutput, ToolSpec};
-pub use vector::{EmbeddedChunk, Filter, Fusion, SearchMode, SearchQuery, VectorStore};
+pub use vector::{
+    EmbeddedChunk, Filter, Fusion, SearchMode, SearchQuery, StoredDocument, VectorStore,
+};
 pub use wrap::{Fallback, RetryPolicy, Retrying, Timeout};

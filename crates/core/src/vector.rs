@@ -118,6 +118,16 @@ pub struct SearchQuery {
     pub min_score: Option<f32>,
 }
 
+/// A document as a store holds it, summed up from its chunks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredDocument {
+    pub id: String,
+    pub source: String,
+    /// [`Chunk::document_hash`] of its chunks (`None` when they carry none).
+    pub document_hash: Option<String>,
+    pub chunks: usize,
+}
+
 #[async_trait]
 pub trait VectorStore: Send + Sync {
     /// Inserts chunks, replacing any with the same id.
@@ -128,6 +138,9 @@ pub trait VectorStore: Send + Sync {
 
     /// The best hits, best first, at most `top_k`.
     async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>, VectorStoreError>;
+
+    /// Every document the store holds, ordered by id.
+    async fn documents(&self) -> Result<Vec<StoredDocument>, VectorStoreError>;
 }
 
 #[async_trait]
@@ -140,6 +153,9 @@ impl<S: VectorStore + ?Sized> VectorStore for Arc<S> {
     }
     async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>, VectorStoreError> {
         (**self).search(query).await
+    }
+    async fn documents(&self) -> Result<Vec<StoredDocument>, VectorStoreError> {
+        (**self).documents().await
     }
 }
 
@@ -162,6 +178,7 @@ mod tests {
             heading_path: vec![],
             byte_range: None,
             content_hash: None,
+            document_hash: None,
             metadata,
         }
     }

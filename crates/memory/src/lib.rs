@@ -1,4 +1,7 @@
-//! Vector memory: document loaders, chunking, the ingestion pipeline, the embedded store and Qdrant (issue #5).
-//!
-//! Nothing is implemented here yet; the crate exists so that the workspace has its final shape and
-//! dependency direction (it depends on `corral-core` only) from the start.
+//! Documents in, chunks out, and the stores that hold them: loaders (PDF, text, Markdown, HTML, a
+//! directory walker), token-aware chunking, the ingestion pipeline, the embedded store (tantivy +
+//! vectors) and Qdrant.
+
+pub mod text;
+
+pub use text::{Extracted, Section};

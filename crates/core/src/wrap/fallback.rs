@@ -79,6 +79,11 @@ impl<E: Embedder> Embedder for Fallback<E> {
             .min()
             .unwrap_or_default()
     }
+    /// The primary's: chunks are sized for it, and the stack only chains embedders that take
+    /// the same inputs.
+    fn token_counter(&self) -> Option<std::sync::Arc<dyn crate::embed::TokenCounter>> {
+        self.primary.token_counter()
+    }
     async fn embed(&self, inputs: &[String]) -> Result<Vec<Embedding>, EmbedError> {
         self.first_success(|e| e.embed(inputs)).await
     }

@@ -126,6 +126,9 @@ impl<E: Embedder> Embedder for Retrying<E> {
     fn max_input_tokens(&self) -> usize {
         self.inner.max_input_tokens()
     }
+    fn token_counter(&self) -> Option<std::sync::Arc<dyn crate::embed::TokenCounter>> {
+        self.inner.token_counter()
+    }
     async fn embed(&self, inputs: &[String]) -> Result<Vec<Embedding>, EmbedError> {
         self.policy.run(|| self.inner.embed(inputs)).await
     }

@@ -72,6 +72,9 @@ impl<E: Embedder> Embedder for Timeout<E> {
     fn max_input_tokens(&self) -> usize {
         self.inner.max_input_tokens()
     }
+    fn token_counter(&self) -> Option<std::sync::Arc<dyn crate::embed::TokenCounter>> {
+        self.inner.token_counter()
+    }
     async fn embed(&self, inputs: &[String]) -> Result<Vec<Embedding>, EmbedError> {
         within(self.limit, self.inner.embed(inputs)).await
     }

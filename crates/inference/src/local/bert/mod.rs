@@ -33,7 +33,9 @@ mod tests;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use corral_core::{EmbedError, Embedder, Embedding, ErrorKind, ProviderError, async_trait};
+use corral_core::{
+    EmbedError, Embedder, Embedding, ErrorKind, ProviderError, TokenCounter, async_trait,
+};
 
 pub use config::Pooling;
 pub use tokenizer::{Encoding, WordPieceTokenizer};
@@ -340,6 +342,15 @@ fn batches(order: &[usize], len: impl Fn(usize) -> usize, batch_size: usize) -> 
     out
 }
 
+/// Counts with the embedder's own WordPiece tokenizer.
+struct WordPieces(Arc<Inner>);
+
+impl TokenCounter for WordPieces {
+    fn count_tokens(&self, text: &str) -> usize {
+        self.0.tokenizer.count(text)
+    }
+}
+
 #[async_trait]
 impl Embedder for LocalEmbedder {
     fn dimension(&self) -> usize {
@@ -349,6 +360,10 @@ impl Embedder for LocalEmbedder {
     /// Word pieces of text that fit without truncation (the special tokens are not counted).
     fn max_input_tokens(&self) -> usize {
         self.inner.max_length - self.inner.tokenizer.num_special_tokens()
+    }
+
+    fn token_counter(&self) -> Option<Arc<dyn TokenCounter>> {
+        Some(Arc::new(WordPieces(Arc::clone(&self.inner))))
     }
 
     async fn embed(&self, inputs: &[String]) -> Result<Vec<Embedding>, EmbedError> {

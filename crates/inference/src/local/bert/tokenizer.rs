@@ -379,24 +379,7 @@ impl WordPieceTokenizer {
     /// Tokenizes `text` and adds the special tokens, keeping at most `max_len` tokens in all
     /// (the text's word pieces are cut from the end, as Hugging Face's default truncation does).
     pub fn encode(&self, text: &str, max_len: usize) -> Encoding {
-        let mut pieces = Vec::new();
-        for segment in split_added(text, &self.raw_added) {
-            match segment {
-                Segment::Added(id) => pieces.push(id),
-                Segment::Text(raw) => {
-                    let normalized = match &self.normalizer {
-                        Some(n) => normalize(n, raw),
-                        None => raw.to_owned(),
-                    };
-                    for inner in split_added(&normalized, &self.normalized_added) {
-                        match inner {
-                            Segment::Added(id) => pieces.push(id),
-                            Segment::Text(t) => self.tokenize_normalized(t, &mut pieces),
-                        }
-                    }
-                }
-            }
-        }
+        let mut pieces = self.pieces(text);
         let untruncated_len = pieces.len();
         pieces.truncate(max_len.saturating_sub(self.num_special_tokens()));
 
@@ -421,6 +404,34 @@ impl WordPieceTokenizer {
             type_ids,
             untruncated_len,
         }
+    }
+
+    /// How many word pieces `text` becomes, special tokens not counted.
+    pub fn count(&self, text: &str) -> usize {
+        self.pieces(text).len()
+    }
+
+    /// The word pieces of `text`, without special tokens.
+    fn pieces(&self, text: &str) -> Vec<u32> {
+        let mut pieces = Vec::new();
+        for segment in split_added(text, &self.raw_added) {
+            match segment {
+                Segment::Added(id) => pieces.push(id),
+                Segment::Text(raw) => {
+                    let normalized = match &self.normalizer {
+                        Some(n) => normalize(n, raw),
+                        None => raw.to_owned(),
+                    };
+                    for inner in split_added(&normalized, &self.normalized_added) {
+                        match inner {
+                            Segment::Added(id) => pieces.push(id),
+                            Segment::Text(t) => self.tokenize_normalized(t, &mut pieces),
+                        }
+                    }
+                }
+            }
+        }
+        pieces
     }
 
     /// `BertPreTokenizer` (split on whitespace, punctuation as words of its own), then WordPiece.
