@@ -57,12 +57,48 @@ impl Chunk {
     /// The value a filter sees for `key`: the well-known fields by name (`document_id`, `source`,
     /// `page` — the first page), anything else from [`Self::metadata`].
     pub fn field(&self, key: &str) -> Option<serde_json::Value> {
+        self.field_ref(key).map(|f| match f {
+            FieldRef::Str(s) => s.into(),
+            FieldRef::Page(p) => p.into(),
+            FieldRef::Value(v) => v.clone(),
+        })
+    }
+
+    /// [`Self::field`] without copying: filters are evaluated on every chunk of a store.
+    pub(crate) fn field_ref(&self, key: &str) -> Option<FieldRef<'_>> {
         match key {
-            "id" => Some(self.id.clone().into()),
-            "document_id" => Some(self.document_id.clone().into()),
-            "source" => Some(self.source.clone().into()),
-            "page" => self.pages.map(|p| p.start.into()),
-            _ => self.metadata.get(key).cloned(),
+            "id" => Some(FieldRef::Str(&self.id)),
+            "document_id" => Some(FieldRef::Str(&self.document_id)),
+            "source" => Some(FieldRef::Str(&self.source)),
+            "page" => self.pages.map(|p| FieldRef::Page(p.start)),
+            _ => self.metadata.get(key).map(FieldRef::Value),
+        }
+    }
+}
+
+/// A borrowed [`Chunk::field`] value.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum FieldRef<'a> {
+    Str(&'a str),
+    Page(u32),
+    Value(&'a serde_json::Value),
+}
+
+impl FieldRef<'_> {
+    /// Equal to the JSON value `other`, as `Chunk::field(..) == Some(other)` would be.
+    pub(crate) fn eq_value(self, other: &serde_json::Value) -> bool {
+        match self {
+            Self::Str(s) => other.as_str() == Some(s),
+            Self::Page(p) => other.as_u64() == Some(u64::from(p)),
+            Self::Value(v) => v == other,
+        }
+    }
+
+    pub(crate) fn as_f64(self) -> Option<f64> {
+        match self {
+            Self::Str(_) => None,
+            Self::Page(p) => Some(f64::from(p)),
+            Self::Value(v) => v.as_f64(),
         }
     }
 }

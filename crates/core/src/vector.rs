@@ -86,11 +86,13 @@ impl Filter {
     /// elsewhere (in a query language, on a server) must agree with it.
     pub fn matches(&self, chunk: &Chunk) -> bool {
         match self {
-            Self::Eq { key, value } => chunk.field(key).as_ref() == Some(value),
-            Self::In { key, values } => chunk.field(key).is_some_and(|v| values.contains(&v)),
+            Self::Eq { key, value } => chunk.field_ref(key).is_some_and(|f| f.eq_value(value)),
+            Self::In { key, values } => chunk
+                .field_ref(key)
+                .is_some_and(|f| values.iter().any(|v| f.eq_value(v))),
             Self::Range { key, gte, lte } => chunk
-                .field(key)
-                .and_then(|v| v.as_f64())
+                .field_ref(key)
+                .and_then(|f| f.as_f64())
                 .is_some_and(|v| gte.is_none_or(|lo| v >= lo) && lte.is_none_or(|hi| v <= hi)),
             Self::And { filters } => filters.iter().all(|f| f.matches(chunk)),
             Self::Or { filters } => filters.iter().any(|f| f.matches(chunk)),
@@ -139,8 +141,42 @@ pub trait VectorStore: Send + Sync {
     /// The best hits, best first, at most `top_k`.
     async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>, VectorStoreError>;
 
+    /// Removes every chunk of the documents `document_ids` and inserts `chunks` (which belong to
+    /// those documents) in their place: re-ingesting changed documents, or pruning them with no
+    /// chunks. A store that can does it atomically, so a reader or a crash never sees a document
+    /// half replaced; this default deletes and then inserts.
+    async fn replace_documents(
+        &self,
+        document_ids: &[String],
+        chunks: Vec<EmbeddedChunk>,
+    ) -> Result<(), VectorStoreError> {
+        check_replacement(document_ids, &chunks)?;
+        for id in document_ids {
+            self.delete_document(id).await?;
+        }
+        self.upsert(chunks).await
+    }
+
     /// Every document the store holds, ordered by id.
     async fn documents(&self) -> Result<Vec<StoredDocument>, VectorStoreError>;
+}
+
+/// The check [`VectorStore::replace_documents`] makes before changing anything: every chunk
+/// belongs to one of the documents replaced.
+pub fn check_replacement(
+    document_ids: &[String],
+    chunks: &[EmbeddedChunk],
+) -> Result<(), VectorStoreError> {
+    match chunks
+        .iter()
+        .find(|c| !document_ids.contains(&c.chunk.document_id))
+    {
+        Some(stray) => Err(VectorStoreError::InvalidRequest(format!(
+            "chunk `{}` belongs to document `{}`, which is not among those replaced",
+            stray.chunk.id, stray.chunk.document_id
+        ))),
+        None => Ok(()),
+    }
 }
 
 #[async_trait]
@@ -153,6 +189,13 @@ impl<S: VectorStore + ?Sized> VectorStore for Arc<S> {
     }
     async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>, VectorStoreError> {
         (**self).search(query).await
+    }
+    async fn replace_documents(
+        &self,
+        document_ids: &[String],
+        chunks: Vec<EmbeddedChunk>,
+    ) -> Result<(), VectorStoreError> {
+        (**self).replace_documents(document_ids, chunks).await
     }
     async fn documents(&self) -> Result<Vec<StoredDocument>, VectorStoreError> {
         (**self).documents().await
