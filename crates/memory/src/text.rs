@@ -49,9 +49,13 @@ impl Extracted {
             if s.range.end < s.range.start || s.range.end > self.text.len() {
                 return Err(format!("section {i} range {:?} is out of bounds", s.range));
             }
-            if !self.text.is_char_boundary(s.range.start) || !self.text.is_char_boundary(s.range.end)
+            if !self.text.is_char_boundary(s.range.start)
+                || !self.text.is_char_boundary(s.range.end)
             {
-                return Err(format!("section {i} range {:?} splits a character", s.range));
+                return Err(format!(
+                    "section {i} range {:?} splits a character",
+                    s.range
+                ));
             }
             at = s.range.end;
         }
