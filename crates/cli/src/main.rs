@@ -15,6 +15,7 @@ mod embed_cmd;
 mod generate_cmd;
 #[cfg(feature = "local")]
 mod local_cmd;
+mod memory_cmd;
 mod model_args;
 mod models_cmd;
 mod providers_cmd;
@@ -36,6 +37,10 @@ Examples:
   corral tokenize -m model.gguf --pieces 'Hello world'
   corral bench local -m model.gguf --threads 2 --json
   corral models list
+  corral ingest docs/ --prune            Load, chunk, embed and store everything under docs/
+  corral search 'how do I rotate keys' --top-k 5 --filter format=pdf
+  corral stores
+  corral eval retrieval --corpus corpus.jsonl --queries queries.jsonl --qrels qrels.tsv
   corral models pull bartowski/Llama-3.2-1B-Instruct-GGUF --file Llama-3.2-1B-Instruct-Q4_K_M.gguf
   CORRAL_CONFIG=site.toml corral config check
 
@@ -92,6 +97,15 @@ enum Command {
     #[cfg(feature = "local")]
     #[command(subcommand)]
     Bench(local_cmd::BenchCommand),
+    /// Load, chunk, embed and store documents (PDF, Markdown, HTML, text) in a vector store.
+    Ingest(memory_cmd::IngestArgs),
+    /// Search a vector store: hybrid (default), vector or keyword.
+    Search(memory_cmd::SearchArgs),
+    /// List the configured vector stores with their document and chunk counts.
+    Stores(memory_cmd::StoresArgs),
+    /// Measure quality.
+    #[command(subcommand)]
+    Eval(memory_cmd::EvalCommand),
 }
 
 static LONG_VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(long_version);
@@ -142,7 +156,8 @@ fn init_logging(verbose: u8, quiet: bool) {
             ));
             EnvFilter::new(level)
         }),
-        None => EnvFilter::new(level),
+        // pdf-extract and lopdf warn about every odd glyph; the loader reports what matters.
+        None => EnvFilter::new(format!("{level},lopdf=error,pdf_extract=error")),
     }
     .add_directive("aws_sigv4=off".parse().expect("a valid directive"));
     tracing_subscriber::fmt()
@@ -240,7 +255,21 @@ fn set_kernel_threads(cli: &Cli) {
     }
 }
 
+/// The PDF loader catches pdf-extract's panics (one bad page costs that page) and reports them;
+/// the default hook would also print each to stderr, so for its thread they are logged instead.
+fn quiet_pdf_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().name() == Some(corral_memory::load::PDF_THREAD_NAME) {
+            tracing::debug!("the PDF parser panicked: {info}");
+        } else {
+            default(info);
+        }
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_pdf_panics();
     if let Err(message) = check_cpu() {
         eprintln!("error: {message}");
         return ExitCode::FAILURE;
@@ -259,6 +288,10 @@ fn main() -> ExitCode {
         Command::Tokenize(args) => local_cmd::tokenize(args, cli.config),
         #[cfg(feature = "local")]
         Command::Bench(command) => local_cmd::bench(command, cli.config),
+        Command::Ingest(args) => block_on(memory_cmd::ingest(args, cli.config)),
+        Command::Search(args) => block_on(memory_cmd::search(args, cli.config)),
+        Command::Stores(args) => block_on(memory_cmd::stores(args, cli.config)),
+        Command::Eval(command) => block_on(memory_cmd::eval(command, cli.config)),
     };
     match result {
         Ok(code) => code,

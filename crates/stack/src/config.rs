@@ -182,6 +182,10 @@ pub struct VectorStoreEntry {
     pub provider: String,
     /// The id of an embedding model.
     pub embedding_model: String,
+    /// How documents are cut into chunks when ingested into this store (default 512 tokens with
+    /// 128 overlapping; capped at what the embedding model takes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunking: Option<corral_memory::ChunkConfig>,
 }
 
 /// `[[shields]]` and `[[tool_groups]]`: an id served by a provider, with parameters for it.

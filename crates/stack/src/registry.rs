@@ -200,6 +200,23 @@ impl Registry {
                     .map(|provider| Arc::new(provider) as Arc<dyn InferenceProvider>)
             },
         ));
+        #[cfg(feature = "qdrant")]
+        registry.vector_io.add(ProviderType::new(
+            corral_memory::qdrant::PROVIDER_TYPE,
+            "Qdrant over gRPC: a collection per store, dense + BM25 sparse vectors, server-side hybrid search",
+            |config: corral_memory::qdrant::QdrantConfig| {
+                corral_memory::qdrant::QdrantProvider::new(config)
+                    .map(|provider| Arc::new(provider) as Arc<dyn VectorIoProvider>)
+            },
+        ));
+        registry.vector_io.add(ProviderType::new(
+            corral_memory::embedded::PROVIDER_TYPE,
+            "Stores on this machine's disk (tantivy BM25 + exact vector search), no server",
+            |config: corral_memory::EmbeddedConfig| {
+                let provider = corral_memory::EmbeddedProvider::new(config);
+                Ok(Arc::new(provider) as Arc<dyn VectorIoProvider>)
+            },
+        ));
         registry
     }
 

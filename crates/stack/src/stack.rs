@@ -272,6 +272,15 @@ impl Stack {
                 &store.embedding_model,
                 &embedding_models,
             )?;
+            if let Some(chunking) = &store.chunking {
+                chunking.validate().map_err(|problem| {
+                    check.error(
+                        &format!("{key}.chunking"),
+                        ConfigErrorKind::BadValue,
+                        problem,
+                    )
+                })?;
+            }
         }
 
         let safety_ids: Vec<&str> = safety.keys().map(String::as_str).collect();
