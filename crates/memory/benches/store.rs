@@ -19,6 +19,11 @@ const VOCABULARY: usize = 30_000;
 const CLUSTERS: usize = 200;
 
 fn main() {
+    // `cargo test --all-targets` builds and runs bench targets too; measure only under `cargo bench`.
+    if !std::env::args().any(|arg| arg == "--bench") {
+        println!("store: run with `cargo bench -p corral-memory --bench store`");
+        return;
+    }
     let sizes: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
