@@ -694,7 +694,13 @@ impl Inner {
             return Ok(Vec::new());
         }
         let searcher = self.reader.searcher();
-        let segments = self.segment_vectors(&searcher)?;
+        // A keyword search needs the segments' fields only to filter, and their vectors not at
+        // all: without a filter it does not load them.
+        let segments = if q.mode == SearchMode::Keyword && q.filter.is_none() {
+            Vec::new()
+        } else {
+            self.segment_vectors(&searcher)?
+        };
         let masks = self.masks(&searcher, &segments, q.filter.as_ref())?;
         let ranked = match (q.mode, embedding) {
             (SearchMode::Vector, Some(e)) => {
