@@ -109,3 +109,40 @@ pub struct SearchHit {
     pub chunk: Chunk,
     pub score: f32,
 }
+
+/// A retrieved passage an answer cites as `[index]`: where it comes from, for the reader to check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Citation {
+    /// The number the context and the answer use for it, from 1.
+    pub index: usize,
+    /// The id of the vector store it was found in.
+    pub store: String,
+    pub source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pages: Option<PageRange>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub heading_path: Vec<String>,
+    pub document_id: String,
+    pub chunk_id: String,
+    /// The store's score for it (the scale depends on the search mode).
+    pub score: f32,
+}
+
+impl Citation {
+    /// `guide.pdf, p. 3–4 › Installation › Requirements`, as a reader would want to see it.
+    pub fn label(&self) -> String {
+        let mut label = self.source.clone();
+        if let Some(pages) = self.pages {
+            if pages.start == pages.end {
+                label.push_str(&format!(", p. {}", pages.start));
+            } else {
+                label.push_str(&format!(", pp. {}–{}", pages.start, pages.end));
+            }
+        }
+        for heading in &self.heading_path {
+            label.push_str(" › ");
+            label.push_str(heading);
+        }
+        label
+    }
+}

@@ -28,14 +28,17 @@ pub use chat::{
     ChatDelta, ChatModel, ChatRequest, ChatResponse, ChatStream, FinishReason, GenerateRequest,
     ResponseFormat, Sampling, StreamCollector, ToolCallDelta, ToolChoice, Usage,
 };
-pub use document::{Chunk, Document, PageRange, SearchHit};
+pub use document::{Chunk, Citation, Document, PageRange, SearchHit};
 pub use embed::{Embedder, Embedding, TokenCounter};
 pub use error::{
     CapabilityError, ChatError, EmbedError, ErrorKind, ProviderError, ShieldError, ToolError,
     VectorStoreError,
 };
 pub use message::{ContentPart, ImageSource, Message, Role, ToolCall};
-pub use provider::{InferenceProvider, SafetyProvider, ToolRuntimeProvider, VectorIoProvider};
+pub use provider::{
+    InferenceProvider, NoToolContext, SafetyProvider, SearchableStore, ToolContext,
+    ToolRuntimeProvider, VectorIoProvider,
+};
 pub use shield::{Shield, Violation, ViolationLevel};
 pub use tool::{Tool, ToolOutput, ToolSpec};
 pub use vector::{

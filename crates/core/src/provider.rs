@@ -56,6 +56,48 @@ pub trait SafetyProvider: Send + Sync {
 /// A source of tools (built-ins, an MCP server).
 #[async_trait]
 pub trait ToolRuntimeProvider: Send + Sync {
-    /// The tools of the group configured with the tool group entry's `params`.
-    async fn tools(&self, params: &serde_json::Value) -> Result<Vec<Arc<dyn Tool>>, ToolError>;
+    /// The tools of the group configured with the tool group entry's `params`. `context` gives
+    /// access to what else the stack serves (vector stores for `knowledge_search`); it is only
+    /// borrowed while the group is built.
+    async fn tools(
+        &self,
+        params: &serde_json::Value,
+        context: &dyn ToolContext,
+    ) -> Result<Vec<Arc<dyn Tool>>, ToolError>;
+}
+
+/// A vector store together with the embedder that filled it, which must also embed its queries.
+#[derive(Clone)]
+pub struct SearchableStore {
+    pub id: String,
+    pub store: Arc<dyn VectorStore>,
+    pub embedder: Arc<dyn Embedder>,
+}
+
+impl std::fmt::Debug for SearchableStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SearchableStore")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a tool runtime may use from the stack that builds its tools.
+#[async_trait]
+pub trait ToolContext: Send + Sync {
+    /// The configured vector store with this id, opened, with its embedder.
+    async fn searchable_store(&self, id: &str) -> Result<SearchableStore, VectorStoreError>;
+}
+
+/// A context that serves nothing: for tool runtimes that need nothing from a stack, and tests.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoToolContext;
+
+#[async_trait]
+impl ToolContext for NoToolContext {
+    async fn searchable_store(&self, id: &str) -> Result<SearchableStore, VectorStoreError> {
+        Err(VectorStoreError::InvalidRequest(format!(
+            "unknown vector store `{id}`: no stores are available here"
+        )))
+    }
 }
