@@ -1,4 +1,20 @@
-//! The agent loop: turns of inference, tool calls and shields, with sessions persisted in SQLite (issue #6).
-//!
-//! Nothing is implemented here yet; the crate exists so that the workspace has its final shape and
-//! dependency direction (it depends on `corral-core` only) from the start.
+//! The agent loop (issue #6): an [`Agent`] runs turns of a session — input shields, retrieval,
+//! model calls, tool calls (concurrently, server- or client-side), output shields — streaming an
+//! [`AgentEvent`] for every step, and keeps its sessions in a [`SessionStore`].
+
+mod agent;
+mod error;
+mod run;
+pub mod session;
+mod sqlite;
+pub mod turn;
+
+pub use agent::{Agent, AgentBuilder, AgentSettings, ContextPolicy, ContextSettings, finish};
+pub use error::AgentError;
+pub use run::TurnStream;
+pub use session::{MemorySessionStore, SessionError, SessionInfo, SessionStore, history};
+pub use sqlite::SqliteSessionStore;
+pub use turn::{
+    AgentEvent, ShieldTarget, Step, StepDelta, StepDetails, StepKind, StopReason, ToolResult, Turn,
+    TurnStatus,
+};
