@@ -27,6 +27,9 @@ pub struct Config {
     pub tool_groups: Vec<ServiceEntry>,
     #[serde(default)]
     pub agent: AgentDefaults,
+    /// Named agents, `[agents.<name>]`, for `corral chat --agent <name>`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub agents: std::collections::BTreeMap<String, AgentDefaults>,
     #[serde(default)]
     pub server: ServerSettings,
 }
@@ -46,6 +49,7 @@ impl Default for Config {
             shields: Vec::new(),
             tool_groups: Vec::new(),
             agent: AgentDefaults::default(),
+            agents: Default::default(),
             server: ServerSettings::default(),
         }
     }
@@ -199,7 +203,7 @@ pub struct ServiceEntry {
     pub params: toml::Table,
 }
 
-/// `[agent]`: what an agent uses when neither code nor a request says otherwise.
+/// `[agent]` (the default agent) and `[agents.<name>]` (named ones): what an agent is made of.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentDefaults {
@@ -211,14 +215,56 @@ pub struct AgentDefaults {
     /// Inference calls allowed in one turn before it stops.
     #[serde(default = "ten", deserialize_with = "lenient::value")]
     pub max_infer_iters: u32,
+    /// Stores searched with each turn's input; the passages go into the prompt, numbered for
+    /// citation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vector_stores: Vec<String>,
+    /// How those stores are searched (mode, top_k, the context's token budget).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retrieval: Option<RetrievalSettings>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_groups: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub input_shields: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub output_shields: Vec<String>,
+    /// Sampling, max_tokens, tool_choice, response_format, tool limits, context window and
+    /// policy, loop limits (see `corral_agents::AgentSettings`); `max_infer_iters` above wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<corral_agents::AgentSettings>,
+}
+
+/// `[agent.retrieval]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrievalSettings {
+    #[serde(default)]
+    pub mode: corral_tools::builtin::knowledge::ModeName,
+    #[serde(default = "five", deserialize_with = "lenient::value")]
+    pub top_k: usize,
+    /// The most retrieved context, in tokens (estimated at four characters per token).
+    #[serde(default = "two_thousand", deserialize_with = "lenient::value")]
+    pub max_tokens: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_score: Option<f32>,
+}
+
+fn five() -> usize {
+    5
+}
+fn two_thousand() -> usize {
+    2_000
+}
+
+impl Default for RetrievalSettings {
+    fn default() -> Self {
+        Self {
+            mode: Default::default(),
+            top_k: five(),
+            max_tokens: two_thousand(),
+            min_score: None,
+        }
+    }
 }
 
 fn ten() -> u32 {
@@ -232,9 +278,11 @@ impl Default for AgentDefaults {
             instructions: None,
             max_infer_iters: ten(),
             vector_stores: Vec::new(),
+            retrieval: None,
             tool_groups: Vec::new(),
             input_shields: Vec::new(),
             output_shields: Vec::new(),
+            settings: None,
         }
     }
 }

@@ -12,15 +12,17 @@
 //!
 //! A [built-in default](Config::builtin_default) is used when there is no file.
 
+mod agent;
 mod config;
 mod error;
 pub mod interpolate;
 mod registry;
 mod stack;
 
+pub use agent::AgentOverrides;
 pub use config::{
-    AgentDefaults, Config, ModelEntry, ModelKind, ProviderEntry, Providers, RetrySettings,
-    ServerSettings, ServiceEntry, VectorStoreEntry,
+    AgentDefaults, Config, ModelEntry, ModelKind, ProviderEntry, Providers, RetrievalSettings,
+    RetrySettings, ServerSettings, ServiceEntry, VectorStoreEntry,
 };
 pub use error::{ConfigError, ConfigErrorKind};
 pub use registry::{Api, ProviderTable, ProviderType, ProviderTypeInfo, Registry};

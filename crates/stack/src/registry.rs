@@ -217,6 +217,62 @@ impl Registry {
                 Ok(Arc::new(provider) as Arc<dyn VectorIoProvider>)
             },
         ));
+        use corral_tools::builtin::{BuiltinProvider, CALCULATOR, CURRENT_TIME, KNOWLEDGE_SEARCH};
+        for (kind, summary) in [
+            (
+                KNOWLEDGE_SEARCH,
+                "Searches vector stores (tool group params: vector_stores, mode, top_k, max_tokens) and returns numbered passages with sources",
+            ),
+            (
+                CALCULATOR,
+                "Evaluates arithmetic expressions (exmex: numbers, operators, functions; no variables or I/O)",
+            ),
+            (
+                CURRENT_TIME,
+                "The current date and time in UTC or an IANA time zone",
+            ),
+        ] {
+            registry.tool_runtime.add(ProviderType::new(
+                kind,
+                summary,
+                move |limits: corral_tools::Limits| {
+                    BuiltinProvider::new(kind, limits)
+                        .map(|provider| Arc::new(provider) as Arc<dyn ToolRuntimeProvider>)
+                },
+            ));
+        }
+        #[cfg(feature = "web")]
+        {
+            use corral_tools::web;
+            registry.tool_runtime.add(ProviderType::new(
+                web::HTTP_FETCH_PROVIDER_TYPE,
+                "GETs a URL and returns readable text; refuses loopback, private, link-local and metadata addresses (after DNS and on every redirect) unless allowed",
+                |config: web::HttpFetchConfig| {
+                    web::HttpFetchProvider::new(config)
+                        .map(|provider| Arc::new(provider) as Arc<dyn ToolRuntimeProvider>)
+                        .map_err(|e| e.to_string())
+                },
+            ));
+            registry.tool_runtime.add(ProviderType::new(
+                web::WEB_SEARCH_PROVIDER_TYPE,
+                "Web search through Brave or Tavily (api_key, base_url), normalised to title, URL, snippet",
+                |config: web::WebSearchConfig| {
+                    web::WebSearchProvider::new(config)
+                        .map(|provider| Arc::new(provider) as Arc<dyn ToolRuntimeProvider>)
+                        .map_err(|e| e.to_string())
+                },
+            ));
+        }
+        #[cfg(feature = "mcp")]
+        registry.tool_runtime.add(ProviderType::new(
+            corral_tools::mcp::PROVIDER_TYPE,
+            "An MCP server's tools (stdio: command/args/env; or streamable HTTP: url/headers)",
+            |config: corral_tools::mcp::McpConfig| {
+                corral_tools::mcp::McpProvider::new(config)
+                    .map(|provider| Arc::new(provider) as Arc<dyn ToolRuntimeProvider>)
+                    .map_err(|e| e.to_string())
+            },
+        ));
         registry
     }
 

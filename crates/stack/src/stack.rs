@@ -305,56 +305,14 @@ impl Stack {
             }
         }
 
-        let agent = &config.agent;
-        if let Some(model) = &agent.model {
-            check.reference(
-                "agent.model",
-                "chat model",
-                model,
-                &models_of(ModelKind::Chat),
-            )?;
-        }
-        if agent.max_infer_iters == 0 {
-            return Err(check.error(
-                "agent.max_infer_iters",
-                ConfigErrorKind::BadValue,
-                "must be at least 1",
-            ));
-        }
-        let ids = |entries: &[crate::config::ServiceEntry]| -> Vec<String> {
-            entries.iter().map(|e| e.id.clone()).collect()
-        };
-        let store_ids: Vec<String> = config.vector_stores.iter().map(|s| s.id.clone()).collect();
-        for (list, refs, what, known) in [
-            (
-                "agent.vector_stores",
-                &agent.vector_stores,
-                "vector store",
-                store_ids,
-            ),
-            (
-                "agent.tool_groups",
-                &agent.tool_groups,
-                "tool group",
-                ids(&config.tool_groups),
-            ),
-            (
-                "agent.input_shields",
-                &agent.input_shields,
-                "shield",
-                ids(&config.shields),
-            ),
-            (
-                "agent.output_shields",
-                &agent.output_shields,
-                "shield",
-                ids(&config.shields),
-            ),
-        ] {
-            let known: Vec<&str> = known.iter().map(String::as_str).collect();
-            for (i, id) in refs.iter().enumerate() {
-                check.reference(&format!("{list}[{i}]"), what, id, &known)?;
-            }
+        let agents = std::iter::once(("agent".to_string(), &config.agent)).chain(
+            config
+                .agents
+                .iter()
+                .map(|(name, agent)| (format!("agents.{name}"), agent)),
+        );
+        for (at, agent) in agents {
+            check.agent(&at, agent, &config, &models_of(ModelKind::Chat))?;
         }
         Ok(Self {
             chat_models: chains(models_of(ModelKind::Chat)),
@@ -615,11 +573,40 @@ impl Stack {
                     })?;
                 self.tool_runtime[&entry.provider]
                     .provider
-                    .tools(&params)
+                    .tools(&params, self)
                     .await
             })
             .await
             .cloned()
+    }
+}
+
+#[corral_core::async_trait]
+impl corral_core::ToolContext for Stack {
+    async fn searchable_store(
+        &self,
+        id: &str,
+    ) -> Result<corral_core::SearchableStore, VectorStoreError> {
+        let store = self.vector_store(id).await?;
+        let entry = self
+            .config
+            .vector_stores
+            .iter()
+            .find(|s| s.id == id)
+            .ok_or_else(|| {
+                VectorStoreError::InvalidRequest(format!("unknown vector store `{id}`"))
+            })?;
+        let embedder = self.embedder(&entry.embedding_model).await.map_err(|e| {
+            VectorStoreError::InvalidRequest(format!(
+                "vector store `{id}` needs embedding model `{}`: {e}",
+                entry.embedding_model
+            ))
+        })?;
+        Ok(corral_core::SearchableStore {
+            id: id.to_string(),
+            store,
+            embedder,
+        })
     }
 }
 
@@ -648,6 +635,86 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
+    /// An `[agent]` or `[agents.<name>]` table (`at`): its references and values.
+    fn agent(
+        &self,
+        at: &str,
+        agent: &crate::config::AgentDefaults,
+        config: &Config,
+        chat_models: &[&str],
+    ) -> Result<(), ConfigError> {
+        if let Some(model) = &agent.model {
+            self.reference(&format!("{at}.model"), "chat model", model, chat_models)?;
+        }
+        if agent.max_infer_iters == 0 {
+            return Err(self.error(
+                &format!("{at}.max_infer_iters"),
+                ConfigErrorKind::BadValue,
+                "must be at least 1",
+            ));
+        }
+        if let Some(retrieval) = &agent.retrieval {
+            let mut settings = corral_tools::builtin::KnowledgeSettings::new(vec!["-".into()]);
+            settings.top_k = retrieval.top_k;
+            settings.max_tokens = retrieval.max_tokens;
+            settings.validate().map_err(|problem| {
+                self.error(
+                    &format!("{at}.retrieval"),
+                    ConfigErrorKind::BadValue,
+                    problem,
+                )
+            })?;
+        }
+        if let Some(settings) = &agent.settings {
+            settings
+                .tool_limits
+                .validate(&format!("{at}.settings.tool_limits"))
+                .map_err(|problem| {
+                    self.error(
+                        &format!("{at}.settings"),
+                        ConfigErrorKind::BadValue,
+                        problem,
+                    )
+                })?;
+        }
+        let ids = |entries: &[crate::config::ServiceEntry]| -> Vec<String> {
+            entries.iter().map(|e| e.id.clone()).collect()
+        };
+        let store_ids: Vec<String> = config.vector_stores.iter().map(|s| s.id.clone()).collect();
+        for (list, refs, what, known) in [
+            (
+                "vector_stores",
+                &agent.vector_stores,
+                "vector store",
+                store_ids,
+            ),
+            (
+                "tool_groups",
+                &agent.tool_groups,
+                "tool group",
+                ids(&config.tool_groups),
+            ),
+            (
+                "input_shields",
+                &agent.input_shields,
+                "shield",
+                ids(&config.shields),
+            ),
+            (
+                "output_shields",
+                &agent.output_shields,
+                "shield",
+                ids(&config.shields),
+            ),
+        ] {
+            let known: Vec<&str> = known.iter().map(String::as_str).collect();
+            for (i, id) in refs.iter().enumerate() {
+                self.reference(&format!("{at}.{list}[{i}]"), what, id, &known)?;
+            }
+        }
+        Ok(())
+    }
+
     fn error(&self, key: &str, kind: ConfigErrorKind, problem: impl Into<String>) -> ConfigError {
         ConfigError::new(self.origin, key.to_string(), kind, problem)
     }

@@ -29,20 +29,26 @@ pub struct EmbeddedConfig {
 /// `$CORRAL_DATA/stores`, else `$XDG_DATA_HOME/corral/stores`, else
 /// `~/.local/share/corral/stores`.
 pub fn default_stores_dir() -> PathBuf {
+    default_data_dir().join("stores")
+}
+
+/// Where Corral keeps its data (stores, sessions): `$CORRAL_DATA`, else
+/// `$XDG_DATA_HOME/corral`, else `~/.local/share/corral`.
+pub fn default_data_dir() -> PathBuf {
     let var = |name: &str| {
         std::env::var_os(name)
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
     };
     if let Some(data) = var("CORRAL_DATA") {
-        return data.join("stores");
+        return data;
     }
     if let Some(xdg) = var("XDG_DATA_HOME") {
-        return xdg.join("corral").join("stores");
+        return xdg.join("corral");
     }
     var("HOME")
         .unwrap_or_else(|| PathBuf::from("."))
-        .join(".local/share/corral/stores")
+        .join(".local/share/corral")
 }
 
 /// Opens stores under one directory. A store opened twice in a process is shared.
