@@ -10,6 +10,7 @@ macro_rules! outln {
     }};
 }
 
+mod agent_cmd;
 mod config_cmd;
 mod embed_cmd;
 mod generate_cmd;
@@ -40,6 +41,11 @@ Examples:
   corral ingest docs/ --prune            Load, chunk, embed and store everything under docs/
   corral search 'how do I rotate keys' --top-k 5 --filter format=pdf
   corral stores
+  corral ask 'How do I rotate keys?' --docs docs/   Ingest docs/, then answer with citations
+  corral ask 'What changed in 2.0?' --json
+  corral chat                            Chat with the configured agent (sessions are kept)
+  corral chat --session sess_… 'And after that?'
+  corral chat --model gemma --base-url http://127.0.0.1:8080/v1 --tools calc 'What is 17*23?'
   corral eval retrieval --corpus corpus.jsonl --queries queries.jsonl --qrels qrels.tsv
   corral models pull bartowski/Llama-3.2-1B-Instruct-GGUF --file Llama-3.2-1B-Instruct-Q4_K_M.gguf
   CORRAL_CONFIG=site.toml corral config check
@@ -106,6 +112,10 @@ enum Command {
     /// Measure quality.
     #[command(subcommand)]
     Eval(memory_cmd::EvalCommand),
+    /// Answer a question from documents, with numbered citations (ingesting --docs first).
+    Ask(agent_cmd::AskArgs),
+    /// Chat with an agent: interactively, or one turn with a message argument.
+    Chat(agent_cmd::ChatArgs),
 }
 
 static LONG_VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(long_version);
@@ -292,6 +302,8 @@ fn main() -> ExitCode {
         Command::Search(args) => block_on(memory_cmd::search(args, cli.config)),
         Command::Stores(args) => block_on(memory_cmd::stores(args, cli.config)),
         Command::Eval(command) => block_on(memory_cmd::eval(command, cli.config)),
+        Command::Ask(args) => block_on(agent_cmd::ask(args, cli.config)),
+        Command::Chat(args) => block_on(agent_cmd::chat(args, cli.config)),
     };
     match result {
         Ok(code) => code,

@@ -113,7 +113,7 @@ pub struct EvalArgs {
     json: bool,
 }
 
-fn stack(config: Option<PathBuf>) -> anyhow::Result<Stack> {
+pub(crate) fn stack(config: Option<PathBuf>) -> anyhow::Result<Stack> {
     Ok(Stack::load(
         &ConfigSource::discover(config),
         &Registry::builtin(),
@@ -121,7 +121,7 @@ fn stack(config: Option<PathBuf>) -> anyhow::Result<Stack> {
 }
 
 /// The store a command works on: `--store`, else the agent's first, else the only one.
-fn store_id(stack: &Stack, chosen: Option<String>) -> anyhow::Result<String> {
+pub(crate) fn store_id(stack: &Stack, chosen: Option<String>) -> anyhow::Result<String> {
     if let Some(id) = chosen {
         return Ok(id);
     }
@@ -197,34 +197,45 @@ impl Progress for IngestBar {
 pub async fn ingest(args: IngestArgs, config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let stack = stack(config)?;
     let id = store_id(&stack, args.store)?;
-    let entry = stack
-        .config()
-        .vector_stores
-        .iter()
-        .find(|s| s.id == id)
-        .cloned();
-    let store = stack.vector_store(&id).await?;
-    let Some(entry) = entry else {
-        bail!("unknown vector store `{id}`");
-    };
-    let embedder = stack.embedder(&entry.embedding_model).await?;
-    let options = IngestOptions {
-        chunking: entry.chunking.unwrap_or_default(),
-        parallel_files: args.parallel.max(1),
-        prune: args.prune,
-        ..IngestOptions::default()
-    };
-    let ingestor = Ingestor::new(store, embedder, options)?;
-    let bar = IngestBar::new();
-    let report = ingestor.ingest_paths(&args.paths, &bar).await;
-    bar.bar.finish_and_clear();
-    let report = report?;
+    let report = ingest_into(&stack, &id, &args.paths, args.prune, args.parallel).await?;
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&report_json(&report))?)?;
     } else {
         print_report(&id, &report)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Ingests `paths` into the store `id` with a progress bar on stderr.
+pub(crate) async fn ingest_into(
+    stack: &Stack,
+    id: &str,
+    paths: &[PathBuf],
+    prune: bool,
+    parallel: usize,
+) -> anyhow::Result<IngestReport> {
+    let Some(entry) = stack
+        .config()
+        .vector_stores
+        .iter()
+        .find(|s| s.id == id)
+        .cloned()
+    else {
+        bail!("unknown vector store `{id}`");
+    };
+    let store = stack.vector_store(id).await?;
+    let embedder = stack.embedder(&entry.embedding_model).await?;
+    let options = IngestOptions {
+        chunking: entry.chunking.unwrap_or_default(),
+        parallel_files: parallel.max(1),
+        prune,
+        ..IngestOptions::default()
+    };
+    let ingestor = Ingestor::new(store, embedder, options)?;
+    let bar = IngestBar::new();
+    let report = ingestor.ingest_paths(paths, &bar).await;
+    bar.bar.finish_and_clear();
+    Ok(report?)
 }
 
 fn report_json(report: &IngestReport) -> serde_json::Value {
@@ -314,7 +325,7 @@ fn print_report(store: &str, report: &IngestReport) -> std::io::Result<()> {
 }
 
 /// A source path relative to the working directory when it lies under it.
-fn shown(source: &str) -> String {
+pub(crate) fn shown(source: &str) -> String {
     let path = Path::new(source);
     std::env::current_dir()
         .ok()

@@ -9,14 +9,7 @@ use tempfile::TempDir;
 
 mod support;
 
-use support::corral;
-
-fn cache() -> PathBuf {
-    std::env::var_os("CORRAL_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/corral")))
-        .expect("a cache dir")
-}
+use support::{cache, corral};
 
 fn model(relative: &str) -> PathBuf {
     let path = cache().join("models").join(relative);

@@ -4,26 +4,14 @@
 #![cfg(feature = "local")]
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use predicates::prelude::*;
 use tempfile::TempDir;
 
 mod support;
 
-use support::corral;
-
-fn cache() -> PathBuf {
-    std::env::var_os("CORRAL_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/corral")))
-        .expect("a cache dir")
-}
-
-fn needed(path: PathBuf, script: &str) -> PathBuf {
-    assert!(path.exists(), "no {}: run {script}", path.display());
-    path
-}
+use support::{cache, corral, needed};
 
 /// A directory with a config (local MiniLM, one embedded store under the directory) and a
 /// `docs/` folder of real files, some of them bad.
