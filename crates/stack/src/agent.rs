@@ -58,10 +58,7 @@ impl Stack {
                 ))
             })?;
         let model = self.chat_model(&model_id).await?;
-        let mut settings = config
-            .settings
-            .clone()
-            .unwrap_or_default();
+        let mut settings = config.settings.clone().unwrap_or_default();
         settings.max_infer_iters = config.max_infer_iters;
         let mut builder = Agent::builder(model).settings(settings).sessions(sessions);
         if let Some(instructions) = &config.instructions {

@@ -386,3 +386,95 @@ tool_groups = ["reference"]
         results[n - 1]
     );
 }
+
+/// The scripted loopback HTTP server of the inference crate's tests.
+#[cfg(feature = "remote")]
+#[path = "../../inference/tests/support/mod.rs"]
+mod http_support;
+
+/// The same agent config on a remote OpenAI-compatible endpoint: tool calls arrive as OpenAI
+/// `tool_calls` deltas and results go back as `tool` messages; only the provider entry differs.
+#[cfg(feature = "remote")]
+#[tokio::test]
+async fn the_same_agent_runs_on_a_remote_endpoint_with_openai_tool_calls() {
+    use http_support::{Reply, ScriptedServer};
+    let chunk = |delta: serde_json::Value, finish: Option<&str>| json!({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+    let server = ScriptedServer::start(vec![
+        Reply::sse(&[
+            chunk(
+                json!({"role": "assistant", "content": null, "tool_calls": [{"index": 0,
+                    "id": "call_a", "type": "function",
+                    "function": {"name": "calculator", "arguments": "{\"expression\": "}}]}),
+                None,
+            ),
+            chunk(
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"17 * 23\"}"}}]}),
+                None,
+            ),
+            chunk(json!({}), Some("tool_calls")),
+        ]),
+        Reply::sse(&[
+            chunk(json!({"role": "assistant", "content": "It is 391."}), None),
+            chunk(json!({}), Some("stop")),
+        ]),
+    ])
+    .await;
+    let config = format!(
+        r#"
+[[providers.inference]]
+id = "endpoint"
+type = "remote::openai-compat"
+config = {{ base_url = "{}" }}
+
+[[models]]
+id = "chat"
+provider = "endpoint"
+provider_model = "m"
+kind = "chat"
+
+[[providers.tool_runtime]]
+id = "calc"
+type = "calculator"
+
+[[tool_groups]]
+id = "math"
+provider = "calc"
+
+[agent]
+model = "chat"
+tool_groups = ["math"]
+"#,
+        server.base_url()
+    );
+    let config = Config::from_toml_str(&config, "corral.toml", &|_: &str| None).expect("parses");
+    let stack = Stack::build(config, "corral.toml", &Registry::builtin()).expect("builds");
+    let agent = stack
+        .agent(
+            None,
+            &AgentOverrides::default(),
+            Arc::new(MemorySessionStore::new()),
+        )
+        .await
+        .expect("agent");
+    let session = agent.create_session("t").await.expect("session");
+    let turn = agent
+        .ask(&session.id, "What is 17 * 23?")
+        .await
+        .expect("turn");
+    assert_eq!(turn.answer, "It is 391.");
+    assert_eq!(turn.stop_reason, Some(StopReason::EndOfTurn));
+
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2);
+    let first = requests[0].json();
+    assert_eq!(first["tools"][0]["function"]["name"], "calculator");
+    let second = requests[1].json();
+    let messages = second["messages"].as_array().expect("messages");
+    let call = &messages[messages.len() - 2];
+    assert_eq!(call["role"], "assistant");
+    assert_eq!(call["tool_calls"][0]["id"], "call_a");
+    let result = &messages[messages.len() - 1];
+    assert_eq!(result["role"], "tool");
+    assert_eq!(result["tool_call_id"], "call_a");
+    assert_eq!(result["content"], "391");
+}
