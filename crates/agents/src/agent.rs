@@ -8,6 +8,7 @@ use corral_core::{
     ChatModel, Message, ResponseFormat, Sampling, Shield, Tool, ToolChoice, ToolSpec,
 };
 use corral_tools::builtin::Retriever;
+use corral_tools::builtin::knowledge::estimated_tokens;
 use corral_tools::{ArgumentSchema, Limited, Limits};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -346,10 +347,7 @@ impl AgentBuilder {
         };
         let specs_tokens = specs
             .iter()
-            .map(|s| {
-                crate::run::estimate(&s.description)
-                    + crate::run::estimate(&s.parameters.to_string())
-            })
+            .map(|s| estimated_tokens(&s.description) + estimated_tokens(&s.parameters.to_string()))
             .sum();
         Ok(Agent {
             parts: Arc::new(AgentParts {

@@ -10,6 +10,7 @@ use corral_core::{
     ChatDelta, ChatRequest, ChatResponse, FinishReason, Message, StreamCollector, ToolCall,
     ToolChoice, ToolError, Usage, ViolationLevel,
 };
+use corral_tools::builtin::knowledge::estimated_tokens as estimate;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -932,12 +933,7 @@ fn with_context(context: &str, question: &str) -> String {
     )
 }
 
-/// About four characters per token (the chat model's tokenizer is not known here), plus a few
-/// tokens of per-message framing.
-pub(crate) fn estimate(text: &str) -> usize {
-    text.chars().count().div_ceil(4)
-}
-
+/// A message's estimated size: its text and tool calls, plus a few tokens of framing.
 fn message_tokens(message: &Message) -> usize {
     let calls = match message {
         Message::Assistant { tool_calls, .. } => tool_calls

@@ -207,9 +207,10 @@ fn merge(per_store: Vec<(&str, Vec<SearchHit>)>, top_k: usize) -> Vec<(String, S
         .collect()
 }
 
-/// About four characters per token: the usual estimate for English under BPE vocabularies. The
-/// budget is for the chat model's context, whose tokenizer this crate does not know.
-fn estimated_tokens(text: &str) -> usize {
+/// About four characters per token: the usual estimate for English under BPE vocabularies. Token
+/// budgets here are for a chat model's context, whose tokenizer is not known where they apply (the
+/// retrieved context, an agent's history).
+pub fn estimated_tokens(text: &str) -> usize {
     text.chars().count().div_ceil(4)
 }
 
