@@ -33,6 +33,9 @@ pub struct AskArgs {
     /// The chat model (an id from the config); default: the agent's.
     #[arg(short, long)]
     model: Option<String>,
+    /// The most tokens the model may write per call (default: the agent's `max_tokens`).
+    #[arg(long)]
+    max_tokens: Option<u32>,
     /// Print the answer and its citations as one JSON object.
     #[arg(long)]
     json: bool,
@@ -64,6 +67,9 @@ pub struct ChatArgs {
     /// Tool groups to use instead of the agent's (comma-separated ids from the config).
     #[arg(long, value_delimiter = ',')]
     tools: Option<Vec<String>>,
+    /// The most tokens the model may write per call (default: the agent's `max_tokens`).
+    #[arg(long)]
+    max_tokens: Option<u32>,
     /// Print every event as a JSON line instead of the conversation.
     #[arg(long)]
     events: bool,
@@ -103,6 +109,7 @@ pub async fn ask(args: AskArgs, config: Option<PathBuf>) -> anyhow::Result<ExitC
         model: args.model,
         vector_stores: Some(vec![store]),
         tool_groups: None,
+        max_tokens: args.max_tokens,
     };
     let agent = stack
         .agent(None, &overrides, Arc::new(MemorySessionStore::new()))
@@ -340,6 +347,7 @@ pub async fn chat(args: ChatArgs, config: Option<PathBuf>) -> anyhow::Result<Exi
         model: args.model.clone(),
         vector_stores: None,
         tool_groups: args.tools.clone(),
+        max_tokens: args.max_tokens,
     };
     let agent = stack
         .agent(args.agent.as_deref(), &overrides, sessions.clone())

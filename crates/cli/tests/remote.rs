@@ -98,6 +98,50 @@ async fn generate_embed_and_list_against_llama_server() {
         )));
 }
 
+/// `corral chat` on the same endpoint through the ad-hoc flags: the agent runs unchanged on a
+/// remote model, and the session goes to the SQLite store under `$CORRAL_DATA`.
+#[tokio::test(flavor = "multi_thread")]
+async fn chat_runs_an_agent_on_an_endpoint_given_by_base_url() {
+    let Some(server) = llama_server::for_test().await else {
+        return;
+    };
+    let data = tempfile::tempdir().expect("tempdir");
+    let output = corral()
+        .args([
+            "chat",
+            "--base-url",
+            &server.base_url(),
+            "--model",
+            "gemma",
+            "--max-tokens",
+            "8",
+            "--events",
+            "The capital city of France is called",
+        ])
+        .env("CORRAL_DATA", data.path())
+        .output()
+        .expect("runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let last: serde_json::Value = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .last()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .expect("events");
+    assert_eq!(last["event"], "turn_completed");
+    assert!(
+        !last["turn"]["answer"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty(),
+        "{last}"
+    );
+    assert!(data.path().join("sessions.sqlite").is_file());
+}
+
 #[test]
 fn an_unreachable_endpoint_is_a_clear_error() {
     corral()

@@ -19,6 +19,8 @@ pub struct AgentOverrides {
     pub vector_stores: Option<Vec<String>>,
     /// These tool groups instead of the agent's.
     pub tool_groups: Option<Vec<String>>,
+    /// The most tokens per model call, instead of the agent's setting.
+    pub max_tokens: Option<u32>,
 }
 
 impl Stack {
@@ -60,6 +62,9 @@ impl Stack {
         let model = self.chat_model(&model_id).await?;
         let mut settings = config.settings.clone().unwrap_or_default();
         settings.max_infer_iters = config.max_infer_iters;
+        if overrides.max_tokens.is_some() {
+            settings.max_tokens = overrides.max_tokens;
+        }
         let mut builder = Agent::builder(model).settings(settings).sessions(sessions);
         if let Some(instructions) = &config.instructions {
             builder = builder.instructions(instructions.clone());
