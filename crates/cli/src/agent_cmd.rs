@@ -119,15 +119,14 @@ pub async fn ask(args: AskArgs, config: Option<PathBuf>) -> anyhow::Result<ExitC
         .turn(&session.id, vec![Message::user(&args.question)])
         .await?;
     let turn = if args.json {
-        quietly(events).await?
+        let turn = corral_agents::finish(events).await?;
+        outln!("{}", serde_json::to_string_pretty(&answer_json(&turn))?)?;
+        turn
     } else {
         let turn = render(events, &mut Renderer::new(false)).await?;
         print_sources(&turn.citations)?;
         turn
     };
-    if args.json {
-        outln!("{}", serde_json::to_string_pretty(&answer_json(&turn))?)?;
-    }
     Ok(exit_code(&turn))
 }
 
@@ -161,11 +160,6 @@ fn print_sources(citations: &[Citation]) -> std::io::Result<()> {
         outln!("  [{}] {} (score {:.3})", c.index, label.label(), c.score)?;
     }
     Ok(())
-}
-
-/// Reads a turn to its end without printing.
-async fn quietly(events: TurnStream) -> anyhow::Result<Turn> {
-    Ok(corral_agents::finish(events).await?)
 }
 
 /// Prints a turn as it happens: text as it streams, tool calls and results one line each, and a
