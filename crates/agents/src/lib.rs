@@ -12,7 +12,9 @@ pub mod turn;
 pub use agent::{Agent, AgentBuilder, AgentSettings, ContextPolicy, ContextSettings, finish};
 pub use error::AgentError;
 pub use run::TurnStream;
-pub use session::{MemorySessionStore, SessionError, SessionInfo, SessionStore, history};
+pub use session::{
+    Conversation, MemorySessionStore, SessionError, SessionInfo, SessionStore, history,
+};
 pub use sqlite::SqliteSessionStore;
 pub use turn::{
     AgentEvent, ShieldTarget, Step, StepDelta, StepDetails, StepKind, StopReason, ToolResult, Turn,

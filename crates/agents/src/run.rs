@@ -72,11 +72,11 @@ pub(crate) async fn start(
 ) -> Result<TurnStream, AgentError> {
     let lock = session_lock(&parts, session_id);
     let guard = lock.clone().lock_owned().await;
-    let previous = parts.sessions.turns(session_id).await?;
+    let conversation = parts.sessions.conversation(session_id).await?;
     let turn = Turn {
         id: new_id("turn"),
         session_id: session_id.to_string(),
-        seq: previous.last().map_or(0, |t| t.seq + 1),
+        seq: conversation.next_seq,
         input,
         messages: Vec::new(),
         steps: Vec::new(),
@@ -89,7 +89,7 @@ pub(crate) async fn start(
         started_at: now_millis(),
         completed_at: None,
     };
-    let run = TurnRun::new(parts, turn, &previous);
+    let run = TurnRun::new(parts, turn, conversation.turns);
     Ok(spawn(run, guard, false))
 }
 
@@ -141,7 +141,7 @@ pub(crate) async fn resume(
             missing.join(", ")
         )));
     }
-    let mut run = TurnRun::new(parts, turn, &turns[..position]);
+    let mut run = TurnRun::new(parts, turn, history_groups(&turns[..position]));
     run.restore_counters();
     let pending = std::mem::take(&mut run.turn.pending_tool_calls);
     let mut supplied = Vec::with_capacity(pending.len());
@@ -195,11 +195,11 @@ struct TurnRun {
 }
 
 impl TurnRun {
-    fn new(parts: Arc<AgentParts>, turn: Turn, previous: &[Turn]) -> Self {
+    fn new(parts: Arc<AgentParts>, turn: Turn, history: Vec<Vec<Message>>) -> Self {
         Self {
             parts,
             turn,
-            history: history_groups(previous),
+            history,
             context: None,
             tx: None,
             iterations: 0,

@@ -58,6 +58,13 @@ pub trait SessionStore: Send + Sync {
     /// The session's turns in order (`seq`). An unknown session is an error.
     async fn turns(&self, session_id: &str) -> Result<Vec<Turn>, SessionError>;
 
+    /// What a new turn needs from the session: its position and the conversation so far. The
+    /// default reads every turn with [`Self::turns`]; a store that can read less (no steps, no
+    /// unfinished turns' messages) should, since every turn asks for it.
+    async fn conversation(&self, session_id: &str) -> Result<Conversation, SessionError> {
+        Ok(Conversation::of(&self.turns(session_id).await?))
+    }
+
     /// Inserts the turn, or replaces the one with its id (a paused turn saved again when it
     /// resumes), with all its steps, in one transaction. Its session must exist.
     async fn save_turn(&self, turn: &Turn) -> Result<(), SessionError>;
@@ -73,7 +80,27 @@ pub fn history(turns: &[Turn]) -> Vec<Message> {
         .collect()
 }
 
-/// [`history`] kept turn by turn, for dropping the oldest whole turns when the context is full.
+/// A session as a new turn sees it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Conversation {
+    /// The `seq` the next turn takes: one past the last turn, whatever its status.
+    pub next_seq: u32,
+    /// [`history`] kept turn by turn (completed turns only), so the oldest whole turns can be
+    /// dropped when the context is full.
+    pub turns: Vec<Vec<Message>>,
+}
+
+impl Conversation {
+    /// The conversation of these turns (in `seq` order).
+    pub fn of(turns: &[Turn]) -> Self {
+        Self {
+            next_seq: turns.last().map_or(0, |t| t.seq + 1),
+            turns: history_groups(turns),
+        }
+    }
+}
+
+/// [`history`] kept turn by turn.
 pub(crate) fn history_groups(turns: &[Turn]) -> Vec<Vec<Message>> {
     turns
         .iter()

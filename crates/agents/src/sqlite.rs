@@ -36,8 +36,9 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavio
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::session::{SessionError, SessionInfo, SessionStore};
+use crate::session::{Conversation, SessionError, SessionInfo, SessionStore};
 use crate::turn::{Step, Turn, TurnStatus};
+use corral_core::Message;
 
 /// The layout this code writes, kept in `PRAGMA user_version`. A file with a higher number was
 /// written by a newer Corral and is refused rather than misread.
@@ -622,6 +623,61 @@ fn read_turns(
     Ok(turns)
 }
 
+/// What a new turn needs: the next seq and the completed turns' messages, read without steps
+/// or the columns nobody needs here.
+fn read_conversation(
+    conn: &mut Connection,
+    path: &str,
+    session_id: &str,
+) -> Result<Conversation, SessionError> {
+    let reading = format!("reading the conversation of session `{session_id}`");
+    let tx = conn.transaction().map_err(sql_error(path, &reading))?;
+    let session_exists = tx
+        .prepare_cached("SELECT 1 FROM sessions WHERE id = ?1")
+        .and_then(|mut stmt| stmt.exists([session_id]))
+        .map_err(sql_error(path, &reading))?;
+    if !session_exists {
+        return Err(SessionError::UnknownSession(session_id.to_string()));
+    }
+    let completed = serde_json::to_value(TurnStatus::Completed)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let mut conversation = Conversation::default();
+    {
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT id, seq, status, input, messages FROM turns \
+                 WHERE session_id = ?1 ORDER BY seq",
+            )
+            .map_err(sql_error(path, &reading))?;
+        let mut rows = stmt
+            .query([session_id])
+            .map_err(sql_error(path, &reading))?;
+        while let Some(row) = rows.next().map_err(sql_error(path, &reading))? {
+            let id: String = row.get(0).map_err(sql_error(path, &reading))?;
+            let what = format!("turn `{id}`");
+            let seq: i64 = row.get(1).map_err(sql_error(path, &reading))?;
+            let seq = u32::try_from(seq)
+                .map_err(|_| storage(path, format!("{what}: seq {seq} is out of range")))?;
+            conversation.next_seq = seq + 1;
+            let status: String = row.get(2).map_err(sql_error(path, &reading))?;
+            if status != completed {
+                continue;
+            }
+            let input: String = row.get(3).map_err(sql_error(path, &reading))?;
+            let messages: String = row.get(4).map_err(sql_error(path, &reading))?;
+            let mut group: Vec<Message> = from_json(path, &what, "input", &input)?;
+            group.extend(from_json::<Vec<Message>>(
+                path, &what, "messages", &messages,
+            )?);
+            conversation.turns.push(group);
+        }
+    }
+    tx.commit().map_err(sql_error(path, &reading))?;
+    Ok(conversation)
+}
+
 /// A row of `SELECT {TURN_COLUMNS}`, without its steps.
 fn decode_turn(row: &Row<'_>, path: &str) -> Result<Turn, SessionError> {
     let id: String = row.get(0).map_err(sql_error(path, "reading a turn's id"))?;
@@ -757,6 +813,12 @@ impl SessionStore for SqliteSessionStore {
     async fn turns(&self, session_id: &str) -> Result<Vec<Turn>, SessionError> {
         let session_id = session_id.to_string();
         self.run(move |conn, path| read_turns(conn, path, &session_id))
+            .await
+    }
+
+    async fn conversation(&self, session_id: &str) -> Result<Conversation, SessionError> {
+        let session_id = session_id.to_string();
+        self.run(move |conn, path| read_conversation(conn, path, &session_id))
             .await
     }
 
@@ -1075,6 +1137,33 @@ mod tests {
         assert_eq!(count(&store, "SELECT count(*) FROM turns"), 1);
         assert_eq!(count(&store, "SELECT count(*) FROM steps"), 4);
         assert_eq!(store.turns("b").await.unwrap(), vec![kept]);
+    }
+
+    #[tokio::test]
+    async fn the_conversation_is_what_the_turns_make() {
+        let store = SqliteSessionStore::in_memory().unwrap();
+        store.create_session(&session("s", 1)).await.unwrap();
+        assert_eq!(
+            store.conversation("s").await.unwrap(),
+            Conversation::default()
+        );
+        for (seq, status) in [
+            (0, TurnStatus::Completed),
+            (1, TurnStatus::Failed),
+            (2, TurnStatus::Completed),
+            (3, TurnStatus::AwaitingInput),
+        ] {
+            store.save_turn(&turn("s", seq, 2, status)).await.unwrap();
+        }
+        let read = store.conversation("s").await.unwrap();
+        let derived = Conversation::of(&store.turns("s").await.unwrap());
+        assert_eq!(read, derived);
+        assert_eq!(read.next_seq, 4);
+        assert_eq!(read.turns.len(), 2, "only completed turns make history");
+        assert!(matches!(
+            store.conversation("nope").await,
+            Err(SessionError::UnknownSession(_))
+        ));
     }
 
     #[tokio::test]
