@@ -572,13 +572,7 @@ fn read_turns(
     // One read transaction: the turns and their steps come from the same snapshot, even while
     // another connection writes.
     let tx = conn.transaction().map_err(sql_error(path, &reading))?;
-    let session_exists = tx
-        .prepare_cached("SELECT 1 FROM sessions WHERE id = ?1")
-        .and_then(|mut stmt| stmt.exists([session_id]))
-        .map_err(sql_error(path, &reading))?;
-    if !session_exists {
-        return Err(SessionError::UnknownSession(session_id.to_string()));
-    }
+    require_session(&tx, path, &reading, session_id)?;
 
     let mut turns = Vec::new();
     {
@@ -623,6 +617,24 @@ fn read_turns(
     Ok(turns)
 }
 
+/// `UnknownSession` unless the session exists.
+fn require_session(
+    tx: &rusqlite::Transaction<'_>,
+    path: &str,
+    reading: &str,
+    session_id: &str,
+) -> Result<(), SessionError> {
+    let exists = tx
+        .prepare_cached("SELECT 1 FROM sessions WHERE id = ?1")
+        .and_then(|mut stmt| stmt.exists([session_id]))
+        .map_err(sql_error(path, reading))?;
+    if exists {
+        Ok(())
+    } else {
+        Err(SessionError::UnknownSession(session_id.to_string()))
+    }
+}
+
 /// What a new turn needs: the next seq and the completed turns' messages, read without steps
 /// or the columns nobody needs here.
 fn read_conversation(
@@ -632,13 +644,7 @@ fn read_conversation(
 ) -> Result<Conversation, SessionError> {
     let reading = format!("reading the conversation of session `{session_id}`");
     let tx = conn.transaction().map_err(sql_error(path, &reading))?;
-    let session_exists = tx
-        .prepare_cached("SELECT 1 FROM sessions WHERE id = ?1")
-        .and_then(|mut stmt| stmt.exists([session_id]))
-        .map_err(sql_error(path, &reading))?;
-    if !session_exists {
-        return Err(SessionError::UnknownSession(session_id.to_string()));
-    }
+    require_session(&tx, path, &reading, session_id)?;
     let completed = serde_json::to_value(TurnStatus::Completed)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
