@@ -90,7 +90,7 @@ pub(crate) async fn start(
         completed_at: None,
     };
     let run = TurnRun::new(parts, turn, conversation.turns);
-    Ok(spawn(run, guard, false))
+    Ok(spawn(run, guard))
 }
 
 pub(crate) async fn resume(
@@ -153,7 +153,7 @@ pub(crate) async fn resume(
     }
     run.resumed_with = Some((pending, supplied));
     run.turn.status = TurnStatus::InProgress;
-    Ok(spawn(run, guard, true))
+    Ok(spawn(run, guard))
 }
 
 fn session_lock(parts: &AgentParts, session_id: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -168,12 +168,12 @@ fn session_lock(parts: &AgentParts, session_id: &str) -> Arc<tokio::sync::Mutex<
     locks.entry(session_id.to_string()).or_default().clone()
 }
 
-fn spawn(mut run: TurnRun, guard: tokio::sync::OwnedMutexGuard<()>, resumed: bool) -> TurnStream {
+fn spawn(mut run: TurnRun, guard: tokio::sync::OwnedMutexGuard<()>) -> TurnStream {
     let (tx, rx) = mpsc::channel(64);
     run.tx = Some(tx);
     let task = tokio::spawn(async move {
         let _guard = guard;
-        run.drive(resumed).await;
+        run.drive().await;
     });
     TurnStream { events: rx, task }
 }
@@ -234,8 +234,8 @@ impl TurnRun {
         }
     }
 
-    async fn drive(mut self, resumed: bool) {
-        let outcome = self.run(resumed).await;
+    async fn drive(mut self) {
+        let outcome = self.run().await;
         let error = match outcome {
             Outcome::Cancelled => return,
             Outcome::Done => None,
@@ -283,55 +283,51 @@ impl TurnRun {
         }
     }
 
-    async fn run(&mut self, resumed: bool) -> Outcome {
-        if !resumed {
-            if let Err(c) = self
-                .emit(AgentEvent::TurnStarted {
-                    session_id: self.turn.session_id.clone(),
-                    turn_id: self.turn.id.clone(),
-                })
-                .await
-            {
-                return c.into();
+    async fn run(&mut self) -> Outcome {
+        if let Err(c) = self
+            .emit(AgentEvent::TurnStarted {
+                session_id: self.turn.session_id.clone(),
+                turn_id: self.turn.id.clone(),
+            })
+            .await
+        {
+            return c.into();
+        }
+        match self.resumed_with.take() {
+            // A new turn: its input is checked, then the documents are searched with it.
+            None => {
+                let input = self.turn.input.clone();
+                match self.shields(ShieldTarget::Input, &input).await {
+                    Ok(true) => {}
+                    Ok(false) => return Outcome::Done,
+                    Err(outcome) => return outcome,
+                }
+                if let Err(outcome) = self.retrieve().await {
+                    return outcome;
+                }
             }
-            let input = self.turn.input.clone();
-            match self.shields(ShieldTarget::Input, &input).await {
-                Ok(true) => {}
-                Ok(false) => return Outcome::Done,
-                Err(outcome) => return outcome,
-            }
-            if let Err(outcome) = self.retrieve().await {
-                return outcome;
-            }
-        } else if let Some((calls, results)) = self.resumed_with.take() {
-            if let Err(c) = self
-                .emit(AgentEvent::TurnStarted {
-                    session_id: self.turn.session_id.clone(),
-                    turn_id: self.turn.id.clone(),
-                })
-                .await
-            {
-                return c.into();
-            }
-            let step_id = new_id("step");
-            let started = now_millis();
-            if let Err(c) = self.step_started(&step_id, StepKind::ToolExecution).await {
-                return c.into();
-            }
-            for result in &results {
-                self.turn
-                    .messages
-                    .push(Message::tool_result(&result.call_id, &result.content));
-            }
-            if let Err(c) = self
-                .step_completed(
-                    step_id,
-                    StepDetails::ToolExecution { calls, results },
-                    started,
-                )
-                .await
-            {
-                return c.into();
+            // A resumed turn: the caller's tool results are its next step.
+            Some((calls, results)) => {
+                let step_id = new_id("step");
+                let started = now_millis();
+                if let Err(c) = self.step_started(&step_id, StepKind::ToolExecution).await {
+                    return c.into();
+                }
+                for result in &results {
+                    self.turn
+                        .messages
+                        .push(Message::tool_result(&result.call_id, &result.content));
+                }
+                if let Err(c) = self
+                    .step_completed(
+                        step_id,
+                        StepDetails::ToolExecution { calls, results },
+                        started,
+                    )
+                    .await
+                {
+                    return c.into();
+                }
             }
         }
         self.inference_loop().await
