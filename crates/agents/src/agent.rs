@@ -121,6 +121,7 @@ pub(crate) struct AgentParts {
     pub client_tools: Vec<String>,
     pub input_shields: Vec<(String, Arc<dyn Shield>)>,
     pub output_shields: Vec<(String, Arc<dyn Shield>)>,
+    pub content_shields: Vec<(String, Arc<dyn Shield>)>,
     pub retriever: Option<Retriever>,
     pub settings: AgentSettings,
     pub output_schema: Option<ArgumentSchema>,
@@ -156,6 +157,7 @@ impl Agent {
             client_tools: Vec::new(),
             input_shields: Vec::new(),
             output_shields: Vec::new(),
+            content_shields: Vec::new(),
             retriever: None,
             settings: AgentSettings::default(),
             sessions: None,
@@ -237,6 +239,7 @@ pub struct AgentBuilder {
     client_tools: Vec<ToolSpec>,
     input_shields: Vec<(String, Arc<dyn Shield>)>,
     output_shields: Vec<(String, Arc<dyn Shield>)>,
+    content_shields: Vec<(String, Arc<dyn Shield>)>,
     retriever: Option<Retriever>,
     settings: AgentSettings,
     sessions: Option<Arc<dyn SessionStore>>,
@@ -280,6 +283,14 @@ impl AgentBuilder {
 
     pub fn output_shield(mut self, name: impl Into<String>, shield: Arc<dyn Shield>) -> Self {
         self.output_shields.push((name.into(), shield));
+        self
+    }
+
+    /// A shield on what enters the conversation from outside: retrieved passages and tool
+    /// results. An error-level violation drops the passage or withholds the result; a warning
+    /// marks it for the model as data, not instructions; a redaction replaces it.
+    pub fn content_shield(mut self, name: impl Into<String>, shield: Arc<dyn Shield>) -> Self {
+        self.content_shields.push((name.into(), shield));
         self
     }
 
@@ -359,6 +370,7 @@ impl AgentBuilder {
                 client_tools,
                 input_shields: self.input_shields,
                 output_shields: self.output_shields,
+                content_shields: self.content_shields,
                 retriever: self.retriever,
                 settings: self.settings,
                 output_schema,

@@ -17,6 +17,6 @@ pub use session::{
 };
 pub use sqlite::SqliteSessionStore;
 pub use turn::{
-    AgentEvent, ShieldTarget, Step, StepDelta, StepDetails, StepKind, StopReason, ToolResult, Turn,
-    TurnStatus,
+    AgentEvent, ShieldAction, ShieldTarget, Step, StepDelta, StepDetails, StepKind, StopReason,
+    ToolResult, Turn, TurnStatus,
 };

@@ -853,7 +853,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::turn::{ShieldTarget, StepDetails, StopReason, ToolResult};
+    use crate::turn::{ShieldAction, ShieldTarget, StepDetails, StopReason, ToolResult};
 
     fn session(id: &str, created_at: i64) -> SessionInfo {
         SessionInfo {
@@ -934,11 +934,13 @@ mod tests {
             2 => StepDetails::ShieldCall {
                 shield: "llama_guard".to_string(),
                 target: ShieldTarget::Output,
-                violation: Some(Violation {
-                    level: ViolationLevel::Warn,
-                    user_message: "Be careful.".to_string(),
-                    metadata: json!({ "category": "S6" }).as_object().cloned().unwrap(),
-                }),
+                violation: Some(
+                    Violation::new(ViolationLevel::Warn, "Be careful.")
+                        .with("category", "S6")
+                        .with_replacement("redacted text"),
+                ),
+                subject: Some("web_search (call_1)".to_string()),
+                action: Some(ShieldAction::Redacted),
             },
             _ => StepDetails::Retrieval {
                 query: "how do I install it?".to_string(),

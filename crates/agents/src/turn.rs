@@ -144,6 +144,13 @@ pub enum StepDetails {
         target: ShieldTarget,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         violation: Option<Violation>,
+        /// What was checked when it is outside text: a passage (`[2] guide.md`) or a tool's
+        /// result (`web_search (call_1)`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subject: Option<String>,
+        /// What the agent did about the violation.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        action: Option<ShieldAction>,
     },
     Retrieval {
         query: String,
@@ -170,8 +177,33 @@ impl StepDetails {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ShieldTarget {
+    /// The turn's input (its last user message is judged).
     Input,
+    /// The answer.
     Output,
+    /// A passage retrieved for the input. Only flagged passages get a step.
+    Retrieved,
+    /// A tool's result. Only flagged results get a step.
+    ToolResult,
+}
+
+/// What the agent did about a violation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShieldAction {
+    /// An error on the input or the answer: the turn ended with the shield's message.
+    Blocked,
+    /// The shield's redacted text was used instead.
+    Redacted,
+    /// An error on a passage: it was left out of the context.
+    Dropped,
+    /// An error on a tool result: the model was told it was withheld, not what it said.
+    Withheld,
+    /// A warning on outside text: it was given to the model with a note not to follow
+    /// instructions in it.
+    Marked,
+    /// Nothing changed; the violation is recorded (and a warning is sent as an event).
+    Reported,
 }
 
 /// The outcome of one tool call, as the model is told it.

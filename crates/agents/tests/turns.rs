@@ -11,16 +11,16 @@ use corral_agents::{
 };
 use corral_core::testing::{ScriptedChatModel, Step};
 use corral_core::{
-    ChatDelta, ChatError, Chunk, EmbedError, Embedder, Embedding, ErrorKind, Message,
-    ProviderError, ResponseFormat, SearchHit, SearchQuery, SearchableStore, Shield, ShieldError,
-    StoredDocument, Tool, ToolCall, ToolChoice, ToolError, ToolOutput, ToolSpec, VectorStore,
-    VectorStoreError, Violation, ViolationLevel, async_trait,
+    ChatDelta, ChatError, ErrorKind, Message, ProviderError, ResponseFormat, Shield, ShieldError,
+    Tool, ToolCall, ToolChoice, ToolError, ToolOutput, ToolSpec, Violation, ViolationLevel,
+    async_trait,
 };
-use corral_tools::builtin::{KnowledgeSettings, Retriever};
 use corral_tools::tool_fn;
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
+
+mod support;
 
 fn call(id: &str, name: &str, arguments: serde_json::Value) -> ToolCall {
     ToolCall {
@@ -328,11 +328,9 @@ struct WordShield {
 impl Shield for WordShield {
     async fn check(&self, messages: &[Message]) -> Result<Option<Violation>, ShieldError> {
         let last = messages.last().map(Message::text).unwrap_or_default();
-        Ok(last.contains(self.word).then(|| Violation {
-            level: self.level,
-            user_message: format!("I can't help with {}.", self.word),
-            metadata: Default::default(),
-        }))
+        Ok(last
+            .contains(self.word)
+            .then(|| Violation::new(self.level, format!("I can't help with {}.", self.word))))
     }
 }
 
@@ -775,81 +773,14 @@ async fn concurrent_sessions_are_independent() {
     }
 }
 
-/// An embedder that maps every text to the same vector, and a store that finds chunks sharing a
-/// word with the query: enough to check how retrieved passages reach the model.
-struct OneVector;
-
-#[async_trait]
-impl Embedder for OneVector {
-    fn dimension(&self) -> usize {
-        2
-    }
-    fn max_input_tokens(&self) -> usize {
-        512
-    }
-    async fn embed(&self, inputs: &[String]) -> Result<Vec<Embedding>, EmbedError> {
-        Ok(inputs.iter().map(|_| vec![1.0, 0.0]).collect())
-    }
-}
-
-struct WordStore(Vec<Chunk>);
-
-#[async_trait]
-impl VectorStore for WordStore {
-    async fn upsert(&self, _: Vec<corral_core::EmbeddedChunk>) -> Result<(), VectorStoreError> {
-        Ok(())
-    }
-    async fn delete_document(&self, _: &str) -> Result<usize, VectorStoreError> {
-        Ok(0)
-    }
-    async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>, VectorStoreError> {
-        let words: Vec<String> = query
-            .text
-            .to_lowercase()
-            .split_whitespace()
-            .map(str::to_string)
-            .collect();
-        Ok(self
-            .0
-            .iter()
-            .filter(|c| {
-                words
-                    .iter()
-                    .any(|w| c.text.to_lowercase().contains(w.as_str()))
-            })
-            .take(query.top_k)
-            .map(|c| SearchHit {
-                chunk: c.clone(),
-                score: 1.0,
-            })
-            .collect())
-    }
-    async fn documents(&self) -> Result<Vec<StoredDocument>, VectorStoreError> {
-        Ok(Vec::new())
-    }
-}
-
 #[tokio::test]
 async fn retrieved_passages_reach_the_model_with_numbers_and_become_citations() {
-    let chunk = Chunk {
-        id: "c1".into(),
-        document_id: "d1".into(),
-        text: "The llama is a domesticated South American camelid.".into(),
-        source: "animals.md".into(),
-        pages: None,
-        heading_path: vec!["Llamas".into()],
-        byte_range: None,
-        content_hash: None,
-        document_hash: None,
-        metadata: Default::default(),
-    };
-    let store = SearchableStore {
-        id: "docs".into(),
-        store: Arc::new(WordStore(vec![chunk])),
-        embedder: Arc::new(OneVector),
-    };
-    let retriever =
-        Retriever::new(vec![store], KnowledgeSettings::new(vec!["docs".into()])).expect("ok");
+    let chunk = support::chunk(
+        "c1",
+        "animals.md",
+        "The llama is a domesticated South American camelid.",
+    );
+    let retriever = support::retriever(vec![chunk]);
     let model = Arc::new(ScriptedChatModel::new([
         Step::text("A llama is a camelid [1]."),
         Step::text("You're welcome."),

@@ -36,10 +36,10 @@ pub use error::{
 };
 pub use message::{ContentPart, ImageSource, Message, Role, ToolCall};
 pub use provider::{
-    InferenceProvider, NoToolContext, SafetyProvider, SearchableStore, ToolContext,
-    ToolRuntimeProvider, VectorIoProvider,
+    InferenceProvider, NoShieldContext, NoToolContext, SafetyProvider, SearchableStore,
+    ShieldContext, ToolContext, ToolRuntimeProvider, VectorIoProvider,
 };
-pub use shield::{Shield, Violation, ViolationLevel};
+pub use shield::{ContentOrigin, Shield, Violation, ViolationLevel};
 pub use tool::{Tool, ToolOutput, ToolSpec};
 pub use vector::{
     EmbeddedChunk, Filter, Fusion, SearchMode, SearchQuery, StoredDocument, VectorStore,

@@ -45,12 +45,35 @@ pub trait VectorIoProvider: Send + Sync {
 /// A kind of shield (Llama Guard, PII, rules).
 #[async_trait]
 pub trait SafetyProvider: Send + Sync {
-    /// The shield configured under `name` with the shield entry's `params`.
+    /// The shield configured under `name` with the shield entry's `params`. `context` gives access
+    /// to the stack's chat models (a Llama Guard model, a classifier); it is only borrowed while
+    /// the shield is built.
     async fn shield(
         &self,
         name: &str,
         params: &serde_json::Value,
+        context: &dyn ShieldContext,
     ) -> Result<Arc<dyn Shield>, ShieldError>;
+}
+
+/// What a stack lends a safety provider while it builds a shield.
+#[async_trait]
+pub trait ShieldContext: Send + Sync {
+    /// The configured chat model with this id.
+    async fn chat_model(&self, id: &str) -> Result<Arc<dyn ChatModel>, ChatError>;
+}
+
+/// A context that serves nothing: for shields that need no model, and tests.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoShieldContext;
+
+#[async_trait]
+impl ShieldContext for NoShieldContext {
+    async fn chat_model(&self, id: &str) -> Result<Arc<dyn ChatModel>, ChatError> {
+        Err(ChatError::InvalidRequest(format!(
+            "unknown model `{id}`: no models are available here"
+        )))
+    }
 }
 
 /// A source of tools (built-ins, an MCP server).

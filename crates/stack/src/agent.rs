@@ -101,19 +101,20 @@ impl Stack {
                 .map_err(|e| setup(format!("tool group `{group}`: {e}")))?;
             builder = builder.tools(tools);
         }
-        for (list, output) in [
-            (&config.input_shields, false),
-            (&config.output_shields, true),
+        for (list, place) in [
+            (&config.input_shields, ShieldPlace::Input),
+            (&config.output_shields, ShieldPlace::Output),
+            (&config.content_shields, ShieldPlace::Content),
         ] {
             for id in list {
                 let shield = self
                     .shield(id)
                     .await
                     .map_err(|e| setup(format!("shield `{id}`: {e}")))?;
-                builder = if output {
-                    builder.output_shield(id.clone(), shield)
-                } else {
-                    builder.input_shield(id.clone(), shield)
+                builder = match place {
+                    ShieldPlace::Input => builder.input_shield(id.clone(), shield),
+                    ShieldPlace::Output => builder.output_shield(id.clone(), shield),
+                    ShieldPlace::Content => builder.content_shield(id.clone(), shield),
                 };
             }
         }
@@ -128,4 +129,10 @@ impl Stack {
             .find(|m| m.kind == crate::config::ModelKind::Chat)
             .map(|m| m.id.clone())
     }
+}
+
+enum ShieldPlace {
+    Input,
+    Output,
+    Content,
 }

@@ -228,6 +228,10 @@ pub struct AgentDefaults {
     pub input_shields: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub output_shields: Vec<String>,
+    /// Shields on retrieved passages and tool results: an error drops the passage or withholds
+    /// the result, a warning marks it as data for the model, a redaction replaces it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub content_shields: Vec<String>,
     /// Sampling, max_tokens, tool_choice, response_format, tool limits, context window and
     /// policy, loop limits (see `corral_agents::AgentSettings`); `max_infer_iters` above wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -282,6 +286,7 @@ impl Default for AgentDefaults {
             tool_groups: Vec::new(),
             input_shields: Vec::new(),
             output_shields: Vec::new(),
+            content_shields: Vec::new(),
             settings: None,
         }
     }
@@ -384,8 +389,17 @@ impl Config {
         Self::parse(&text, &origin)
     }
 
-    /// The config used when there is no file.
+    /// The config used when there is no file. With local inference, a Llama Guard 3 GGUF in the
+    /// models directory (a file whose name contains `llama-guard`) adds it as model `llama-guard`
+    /// and a `llama-guard` shield on it.
     pub fn builtin_default() -> Result<Self, ConfigError> {
+        #[cfg(feature = "local")]
+        if let Some(file) = corral_inference::local::hub::default_models_dir()
+            .and_then(|dir| llama_guard_file(&dir))
+        {
+            let text = format!("{BUILTIN_TOML}\n{}", llama_guard_toml(&file));
+            return Self::parse(&text, BUILTIN_ORIGIN);
+        }
         Self::parse(BUILTIN_TOML, BUILTIN_ORIGIN)
     }
 
@@ -393,6 +407,39 @@ impl Config {
     pub fn to_toml_string(&self) -> Result<String, toml::ser::Error> {
         toml::to_string_pretty(self)
     }
+}
+
+/// The first (by name) Llama Guard GGUF file in `dir`.
+#[cfg(feature = "local")]
+fn llama_guard_file(dir: &std::path::Path) -> Option<String> {
+    let mut found: Vec<String> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| {
+            let plain: String = name
+                .to_ascii_lowercase()
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .collect();
+            plain.contains("llamaguard") && plain.ends_with("gguf")
+        })
+        .collect();
+    found.sort();
+    found.into_iter().next()
+}
+
+/// The model and shield entries for a Llama Guard file. The 1B model was trained without S14.
+#[cfg(feature = "local")]
+fn llama_guard_toml(file: &str) -> String {
+    let one_b = file.to_ascii_lowercase().contains("1b");
+    let excluded = if one_b { r#"["S14"]"# } else { "[]" };
+    let file = toml::Value::String(file.to_string());
+    format!(
+        "[[models]]\nid = \"llama-guard\"\nprovider = \"local\"\nprovider_model = {file}\nkind = \"chat\"\n\n\
+         [[providers.safety]]\nid = \"llama-guard\"\ntype = \"llama-guard\"\n\n\
+         [[shields]]\nid = \"llama-guard\"\nprovider = \"llama-guard\"\n\
+         params = {{ model = \"llama-guard\", excluded_categories = {excluded} }}\n"
+    )
 }
 
 impl ConfigError {

@@ -10,8 +10,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use corral_core::{InferenceProvider, SafetyProvider, ToolRuntimeProvider, VectorIoProvider};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::config::deserialize_at;
 use crate::error::{ConfigError, ConfigErrorKind};
@@ -142,6 +142,12 @@ impl<P: ?Sized + 'static> ProviderTable<P> {
     }
 }
 
+/// The config of a provider type that takes none: its `config` table must be empty (the shield
+/// kinds take their settings per shield, in `params`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoSettings {}
+
 /// Every provider type a stack can be built from, one table per API.
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -217,6 +223,14 @@ impl Registry {
                 Ok(Arc::new(provider) as Arc<dyn VectorIoProvider>)
             },
         ));
+        for (kind, summary) in corral_safety::KINDS {
+            registry
+                .safety
+                .add(ProviderType::new(kind, summary, move |_: NoSettings| {
+                    corral_safety::ShieldProvider::new(kind)
+                        .map(|provider| Arc::new(provider) as Arc<dyn SafetyProvider>)
+                }));
+        }
         use corral_tools::builtin::{BuiltinProvider, CALCULATOR, CURRENT_TIME, KNOWLEDGE_SEARCH};
         for (kind, summary) in [
             (

@@ -543,7 +543,7 @@ impl Stack {
                 let params = params_json(&entry.params).map_err(ShieldError::InvalidRequest)?;
                 self.safety[&entry.provider]
                     .provider
-                    .shield(id, &params)
+                    .shield(id, &params, self)
                     .await
             })
             .await
@@ -578,6 +578,13 @@ impl Stack {
             })
             .await
             .cloned()
+    }
+}
+
+#[corral_core::async_trait]
+impl corral_core::ShieldContext for Stack {
+    async fn chat_model(&self, id: &str) -> Result<Arc<dyn ChatModel>, ChatError> {
+        Stack::chat_model(self, id).await
     }
 }
 
@@ -703,6 +710,12 @@ impl Checker<'_> {
             (
                 "output_shields",
                 &agent.output_shields,
+                "shield",
+                ids(&config.shields),
+            ),
+            (
+                "content_shields",
+                &agent.content_shields,
                 "shield",
                 ids(&config.shields),
             ),

@@ -122,13 +122,24 @@ impl Retriever {
         &self.settings
     }
 
-    /// Searches every store and merges the results. With several stores, ranks are fused (each
-    /// store's scores have their own scale); the citation keeps the store's own score.
+    /// Searches every store and renders the passages that fit the token budget.
     pub async fn retrieve(
         &self,
         query: &str,
         top_k: Option<usize>,
     ) -> Result<Retrieved, ToolError> {
+        let hits = self.search(query, top_k).await?;
+        Ok(render(&hits, self.settings.max_tokens))
+    }
+
+    /// Searches every store and merges the results, best first, each with its store's id. With
+    /// several stores, ranks are fused (each store's scores have their own scale); the hit keeps
+    /// the store's own score.
+    pub async fn search(
+        &self,
+        query: &str,
+        top_k: Option<usize>,
+    ) -> Result<Vec<(String, SearchHit)>, ToolError> {
         let top_k = top_k.unwrap_or(self.settings.top_k).clamp(1, 100);
         let mode = SearchMode::from(self.settings.mode);
         let mut per_store = Vec::with_capacity(self.stores.len());
@@ -171,8 +182,7 @@ impl Retriever {
                 })?;
             per_store.push((searchable.id.as_str(), hits));
         }
-        let merged = merge(per_store, top_k);
-        Ok(render(&merged, self.settings.max_tokens))
+        Ok(merge(per_store, top_k))
     }
 }
 
