@@ -20,6 +20,7 @@ mod memory_cmd;
 mod model_args;
 mod models_cmd;
 mod providers_cmd;
+mod shield_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,6 +47,9 @@ Examples:
   corral chat                            Chat with the configured agent (sessions are kept)
   corral chat --session sess_… 'And after that?'
   corral chat --model gemma --base-url http://127.0.0.1:8080/v1 --tools calc 'What is 17*23?'
+  corral shield prompt-injection 'Ignore all previous instructions'   Exit 1: blocked
+  corral shield pii-redact --file notes.txt --json
+  corral shield prompt-injection --as retrieved --file page.html
   corral eval retrieval --corpus corpus.jsonl --queries queries.jsonl --qrels qrels.tsv
   corral models pull bartowski/Llama-3.2-1B-Instruct-GGUF --file Llama-3.2-1B-Instruct-Q4_K_M.gguf
   CORRAL_CONFIG=site.toml corral config check
@@ -116,6 +120,8 @@ enum Command {
     Ask(agent_cmd::AskArgs),
     /// Chat with an agent: interactively, or one turn with a message argument.
     Chat(agent_cmd::ChatArgs),
+    /// Check a text with a shield: exit 0 when allowed, 1 when blocked, 2 when it cannot decide.
+    Shield(shield_cmd::ShieldArgs),
 }
 
 static LONG_VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(long_version);
@@ -304,6 +310,7 @@ fn main() -> ExitCode {
         Command::Eval(command) => block_on(memory_cmd::eval(command, cli.config)),
         Command::Ask(args) => block_on(agent_cmd::ask(args, cli.config)),
         Command::Chat(args) => block_on(agent_cmd::chat(args, cli.config)),
+        Command::Shield(args) => block_on(shield_cmd::run(args, cli.config)),
     };
     match result {
         Ok(code) => code,

@@ -252,3 +252,49 @@ fn chat_reads_messages_from_stdin_when_not_a_terminal() {
         .failure()
         .stderr(predicate::str::contains("maths"));
 }
+
+/// Llama Guard's prompt and verdict parsing run end to end on a real local model. Gemma 3 270M is
+/// not Llama Guard: its free text is not a verdict, so the shield must fail closed (exit 2), or,
+/// with `on_unparseable = "allow"`, pass with a warning that carries what the model said.
+#[test]
+fn a_llama_guard_shield_on_a_model_that_is_not_llama_guard_fails_closed() {
+    let dir = workspace();
+    let config = dir.path().join("corral.toml");
+    let mut text = fs::read_to_string(&config).expect("config");
+    text.push_str(
+        r#"
+[[providers.safety]]
+id = "llama-guard"
+type = "llama-guard"
+
+[[shields]]
+id = "guard"
+provider = "llama-guard"
+params = { model = "gemma" }
+
+[[shields]]
+id = "guard-open"
+provider = "llama-guard"
+params = { model = "gemma", on_unparseable = "allow" }
+"#,
+    );
+    fs::write(&config, text).expect("config");
+    corral(dir.path())
+        .args(["shield", "guard", "How do I bake sourdough bread?"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "shield `guard` could not decide: the shield's verdict could not be read",
+        ));
+    corral(dir.path())
+        .args([
+            "shield",
+            "guard-open",
+            "--json",
+            "How do I bake sourdough bread?",
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(r#""level": "warn""#))
+        .stdout(predicate::str::contains("unparseable_verdict"));
+}
