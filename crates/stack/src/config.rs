@@ -503,3 +503,45 @@ fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
     let after = text.strip_prefix(start)?;
     after.split_once(end).map(|(inside, _)| inside)
 }
+
+#[cfg(all(test, feature = "local"))]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_llama_guard_gguf_in_the_models_dir_adds_a_model_and_a_shield() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("gemma-3-270m-q4_k_m.gguf"), b"").unwrap();
+        assert_eq!(llama_guard_file(dir.path()), None);
+        std::fs::write(dir.path().join("Llama-Guard-3-1B.Q4_K_M.gguf"), b"").unwrap();
+        let file = llama_guard_file(dir.path()).unwrap();
+        assert_eq!(file, "Llama-Guard-3-1B.Q4_K_M.gguf");
+
+        let text = format!("{BUILTIN_TOML}\n{}", llama_guard_toml(&file));
+        let config = Config::parse(&text, BUILTIN_ORIGIN).unwrap();
+        let model = config
+            .models
+            .iter()
+            .find(|m| m.id == "llama-guard")
+            .unwrap();
+        assert_eq!(model.provider_model.as_deref(), Some(file.as_str()));
+        let shield = config
+            .shields
+            .iter()
+            .find(|s| s.id == "llama-guard")
+            .unwrap();
+        assert_eq!(
+            shield.params["excluded_categories"],
+            toml::Value::Array(vec!["S14".into()])
+        );
+        // Every reference resolves (the model and shield themselves are built on first use).
+        let stack =
+            crate::Stack::build(config, BUILTIN_ORIGIN, &crate::Registry::builtin()).unwrap();
+        assert!(stack.config().shields.iter().any(|s| s.id == "llama-guard"));
+
+        let eight_b = llama_guard_toml("Llama-Guard-3-8B-Q4_K_M.gguf");
+        assert!(eight_b.contains("excluded_categories = []"), "{eight_b}");
+    }
+}
