@@ -594,9 +594,9 @@ impl TurnRun {
         if query.trim().is_empty() {
             return Ok(());
         }
-        let step_id = new_id("step");
+        // The passages are checked before the retrieval step is announced, so that no step opens
+        // inside another; the step then records what the model was given.
         let started = now_millis();
-        self.step_started(&step_id, StepKind::Retrieval).await?;
         let hits = retriever
             .search(&query, None)
             .await
@@ -617,6 +617,8 @@ impl TurnRun {
             kept.push((store, hit));
         }
         let retrieved = render(&kept, retriever.settings().max_tokens);
+        let step_id = new_id("step");
+        self.step_started(&step_id, StepKind::Retrieval).await?;
         if !retrieved.citations.is_empty() {
             self.context = Some(retrieved.context.clone());
         }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use corral_agents::{Agent, ShieldAction, ShieldTarget, StepDetails, StopReason, Turn};
+use corral_agents::{Agent, ShieldAction, ShieldTarget, StepDetails, StepKind, StopReason, Turn};
 use corral_core::testing::{ScriptedChatModel, Step};
 use corral_core::{
     ChatError, ChatModel, ChatRequest, ChatStream, Message, Shield, Tool, ToolCall, ToolError,
@@ -197,6 +197,16 @@ async fn an_injected_passage_is_dropped_and_not_obeyed() {
             Some(ShieldAction::Dropped),
             Some("forum-post.html (c2)".to_string())
         )]
+    );
+    // The passage check comes before the retrieval step, not inside it.
+    let kinds: Vec<StepKind> = turn.steps.iter().map(|s| s.kind()).collect();
+    assert_eq!(
+        kinds,
+        [
+            StepKind::ShieldCall,
+            StepKind::Retrieval,
+            StepKind::Inference
+        ]
     );
     // Only the clean passage was given, and only it is cited.
     assert_eq!(turn.citations.len(), 1);
