@@ -112,7 +112,7 @@ const SIGNALS: &[(&str, f32, &str)] = &[
     (
         "when_processing",
         0.45,
-        r"(?i)(\bwhen (you|the assistant|the ai|the model|the bot|an ai|an llm)\b[^.\n]{0,25}?\b(summari[sz]|read|process|answer|respond|repl|see|encounter|analy[sz])|\bwhen (summari[sz]ing|processing|reading|answering about)( this| the| it|,)|\bthe only (accurate|correct|valid) summary\b)",
+        r"(?i)(\bwhen you\b[^.\n]{0,25}?\b(summari[sz]|read|process|answer|respond|repl|see|encounter|analy[sz])|\bwhen (summari[sz]ing|processing|reading|answering about)( this| the| it|,)|\bthe only (accurate|correct|valid) summary\b)",
     ),
     // Exfiltration: a markdown image or link whose URL carries data, or "send … to".
     (

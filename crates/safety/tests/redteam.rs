@@ -114,3 +114,27 @@ fn pii_finds_nothing_in_benign_technical_text() {
         .collect();
     assert!(found.is_empty(), "findings (line, kind, text): {found:?}");
 }
+
+/// Our own documentation is full of imperatives and talk about models; none of it is an
+/// injection (docs/safety.md, which quotes attacks on purpose, is left out).
+#[tokio::test]
+async fn our_own_docs_are_not_flagged_as_injected_passages() {
+    use corral_core::ContentOrigin;
+    let shield = PromptInjection::new(InjectionConfig::default(), None).unwrap();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    for doc in [
+        "README.md",
+        "ARCHITECTURE.md",
+        "docs/agents.md",
+        "docs/local-inference.md",
+        "docs/memory.md",
+        "docs/remote-providers.md",
+    ] {
+        let text = std::fs::read_to_string(format!("{root}/{doc}")).unwrap();
+        let verdict = shield
+            .check_content(&text, ContentOrigin::Retrieved)
+            .await
+            .unwrap();
+        assert!(verdict.is_none(), "{doc}: {verdict:?}");
+    }
+}
