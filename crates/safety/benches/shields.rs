@@ -179,7 +179,10 @@ async fn row(
                 let signals: Vec<String> = score
                     .found
                     .iter()
-                    .map(|f| format!("{}={:.2}", f.signal, f.weight))
+                    .map(|f| {
+                        let hidden = if f.decoded { "decoded:" } else { "" };
+                        format!("{hidden}{}={:.2}", f.signal, f.weight)
+                    })
                     .collect();
                 println!(
                     "  {what}: {id} ({:.2}: {}) {:?}",

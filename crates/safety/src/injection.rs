@@ -220,6 +220,9 @@ pub struct Found {
     pub end: usize,
     /// The weight it counted for (less when quoted in a discussion).
     pub weight: f32,
+    /// Found only in a hidden form of the text (decoded base64, joined letters, …); the span is
+    /// then the whole text.
+    pub decoded: bool,
 }
 
 /// The heuristic's reading of a text.
@@ -234,22 +237,18 @@ const QUOTED_FACTOR: f32 = 0.25;
 
 /// Scores `text` for prompt injection, from 0 (no signal) towards 1. Hidden forms of the text
 /// (spaced-out letters joined, leetspeak read as letters, base64 runs decoded, ROT13 undone when
-/// the text mentions it) are scored too; a signal found only there is named `decoded:<signal>` and
-/// spans the whole text.
+/// the text mentions it) are scored too; a signal found only there is marked `decoded` and spans
+/// the whole text.
 pub fn score(text: &str) -> Score {
     let mut found = signals(text);
     for hidden in decoded(text) {
         for f in signals(&hidden) {
-            let name = decoded_name(f.signal);
-            if !found
-                .iter()
-                .any(|g| g.signal == f.signal || g.signal == name)
-            {
+            if !found.iter().any(|g| g.signal == f.signal) {
                 found.push(Found {
-                    signal: name,
                     start: 0,
                     end: text.len(),
-                    weight: f.weight,
+                    decoded: true,
+                    ..f
                 });
             }
         }
@@ -292,6 +291,7 @@ fn signals(text: &str) -> Vec<Found> {
                     start: m.start(),
                     end: m.end(),
                     weight,
+                    decoded: false,
                 });
             }
             if !quoted {
@@ -302,22 +302,6 @@ fn signals(text: &str) -> Vec<Found> {
     }
     found
 }
-
-fn decoded_name(signal: &'static str) -> &'static str {
-    COMPILED
-        .iter()
-        .position(|s| s.name == signal)
-        .and_then(|i| DECODED_NAMES.get(i))
-        .copied()
-        .unwrap_or("decoded")
-}
-
-static DECODED_NAMES: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
-    SIGNALS
-        .iter()
-        .map(|(name, _, _)| &*Box::leak(format!("decoded:{name}").into_boxed_str()))
-        .collect()
-});
 
 /// The hidden forms of `text` worth scoring (none for ordinary text).
 fn decoded(text: &str) -> Vec<String> {
@@ -643,6 +627,7 @@ impl PromptInjection {
             .map(|f| {
                 serde_json::json!({
                     "signal": f.signal, "start": f.start, "end": f.end, "weight": f.weight,
+                    "decoded": f.decoded,
                 })
             })
             .collect();
