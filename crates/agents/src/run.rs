@@ -386,9 +386,10 @@ impl TurnRun {
         target: ShieldTarget,
         mut messages: Vec<Message>,
     ) -> Result<Checked, Outcome> {
+        let parts = self.parts.clone();
         let shields = match target {
-            ShieldTarget::Output => self.parts.output_shields.clone(),
-            _ => self.parts.input_shields.clone(),
+            ShieldTarget::Output => &parts.output_shields,
+            _ => &parts.input_shields,
         };
         let mut redacted = None;
         for (name, shield) in shields {
@@ -449,7 +450,9 @@ impl TurnRun {
                 tracing::info!(shield = %name, ?target, "a shield blocked the turn");
                 self.turn.answer = message.clone();
                 self.turn.messages.push(Message::assistant(message));
-                self.turn.stop_reason = Some(StopReason::Shield { shield: name });
+                self.turn.stop_reason = Some(StopReason::Shield {
+                    shield: name.clone(),
+                });
                 return Ok(Checked::Blocked);
             }
         }
@@ -470,7 +473,8 @@ impl TurnRun {
             _ => ContentOrigin::ToolResult,
         };
         let mut marks = Vec::new();
-        for (name, shield) in self.parts.content_shields.clone() {
+        let parts = self.parts.clone();
+        for (name, shield) in &parts.content_shields {
             let started = now_millis();
             let verdict = shield
                 .check_content(&text, origin)
@@ -513,7 +517,7 @@ impl TurnRun {
             self.step_completed(
                 step_id,
                 StepDetails::ShieldCall {
-                    shield: name,
+                    shield: name.clone(),
                     target,
                     violation: Some(violation),
                     subject: Some(subject.to_string()),
@@ -552,7 +556,7 @@ impl TurnRun {
             if !self.parts.content_shields.is_empty() && result.error.is_none() {
                 let subject = format!("{} ({})", result.tool, result.call_id);
                 match self
-                    .shield_content(ShieldTarget::ToolResult, &subject, content.clone())
+                    .shield_content(ShieldTarget::ToolResult, &subject, content)
                     .await?
                 {
                     Some(text) => content = text,
