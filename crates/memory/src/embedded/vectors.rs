@@ -25,6 +25,8 @@ pub struct SegmentVectors {
     /// `dimension` codes per doc id; zeros for a document that was deleted when loaded.
     codes: Vec<i8>,
     scales: Vec<f32>,
+    /// Whether a doc id holds a chunk (apart from `metas`, so the scan reads a byte, not a chunk).
+    present: Vec<bool>,
     metas: Vec<Option<Chunk>>,
 }
 
@@ -58,6 +60,7 @@ impl SegmentVectors {
             dimension,
             codes: vec![0; dimension * max_doc],
             scales: vec![0.0; max_doc],
+            present: vec![false; max_doc],
             metas: vec![None; max_doc],
         }
     }
@@ -66,15 +69,17 @@ impl SegmentVectors {
     pub fn set(&mut self, doc: DocId, vector: &[f32], meta: Chunk) {
         let at = doc as usize;
         let start = at * self.dimension;
-        if let (Some(row), Some(scale), Some(slot)) = (
+        if let (Some(row), Some(scale), Some(present), Some(slot)) = (
             self.codes.get_mut(start..start + self.dimension),
             self.scales.get_mut(at),
+            self.present.get_mut(at),
             self.metas.get_mut(at),
         ) && vector.len() == row.len()
         {
             let q = Quantized::new(vector);
             row.copy_from_slice(&q.codes);
             *scale = q.scale;
+            *present = true;
             *slot = Some(meta);
         }
     }
@@ -114,20 +119,20 @@ impl SegmentVectors {
         top: &mut TopK<(u32, DocId)>,
         segment: u32,
     ) {
-        let (Some(rows), Some(scales), Some(metas)) = (
+        let (Some(rows), Some(scales), Some(present)) = (
             self.codes
                 .get(docs.start * self.dimension..docs.end * self.dimension),
             self.scales.get(docs.clone()),
-            self.metas.get(docs.clone()),
+            self.present.get(docs.clone()),
         ) else {
             return;
         };
-        let rows = rows.chunks_exact(self.dimension).zip(scales).zip(metas);
-        for (i, ((row, scale), meta)) in rows.enumerate() {
+        let rows = rows.chunks_exact(self.dimension).zip(scales).zip(present);
+        for (i, ((row, scale), present)) in rows.enumerate() {
             let doc = (docs.start + i) as DocId;
-            if meta.is_none()
-                || !alive(doc)
+            if !present
                 || mask.is_some_and(|m| !m.get(doc as usize).copied().unwrap_or(false))
+                || !alive(doc)
             {
                 continue;
             }
@@ -202,8 +207,8 @@ impl<T: Ord> TopK<T> {
         }
         if self.heap.len() < self.k {
             self.heap.push(Scored(score, item));
-        } else if let Some(mut worst) = self.heap.peek_mut()
-            && score > worst.0
+        } else if score > self.threshold()
+            && let Some(mut worst) = self.heap.peek_mut()
         {
             *worst = Scored(score, item);
         }
