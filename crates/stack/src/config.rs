@@ -292,7 +292,7 @@ impl Default for AgentDefaults {
     }
 }
 
-/// `[server]`: where `corral serve` listens.
+/// `[server]`: where `corral serve` listens, who may call it, and its limits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
@@ -300,6 +300,39 @@ pub struct ServerSettings {
     pub host: String,
     #[serde(default = "port_8321", deserialize_with = "lenient::value")]
     pub port: u16,
+    /// Bearer API keys, each belonging to a tenant. None: no authentication, which is allowed on
+    /// a loopback address only, unless `allow_unauthenticated` says otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub api_keys: Vec<ApiKeyEntry>,
+    /// Serve without API keys on a non-loopback address (anyone who can reach it may use it).
+    #[serde(default, deserialize_with = "lenient::value")]
+    pub allow_unauthenticated: bool,
+    /// Origins browsers may call from (`*` for any); none: no CORS headers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cors_origins: Vec<String>,
+    /// The largest request body, in bytes (file uploads included).
+    #[serde(default = "max_body_bytes", deserialize_with = "lenient::value")]
+    pub max_body_bytes: usize,
+    /// The longest a request may take, in seconds, streams included.
+    #[serde(default = "request_timeout_secs", deserialize_with = "lenient::value")]
+    pub request_timeout_secs: f64,
+}
+
+/// `[[server.api_keys]]`: one key and the tenant it acts for.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyEntry {
+    pub key: String,
+    pub tenant: String,
+}
+
+impl std::fmt::Debug for ApiKeyEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeyEntry")
+            .field("key", &"<redacted>")
+            .field("tenant", &self.tenant)
+            .finish()
+    }
 }
 
 fn loopback() -> String {
@@ -308,12 +341,23 @@ fn loopback() -> String {
 fn port_8321() -> u16 {
     8321
 }
+fn max_body_bytes() -> usize {
+    64 << 20
+}
+fn request_timeout_secs() -> f64 {
+    600.0
+}
 
 impl Default for ServerSettings {
     fn default() -> Self {
         Self {
             host: loopback(),
             port: port_8321(),
+            api_keys: Vec::new(),
+            allow_unauthenticated: false,
+            cors_origins: Vec::new(),
+            max_body_bytes: max_body_bytes(),
+            request_timeout_secs: request_timeout_secs(),
         }
     }
 }

@@ -21,8 +21,8 @@ mod stack;
 
 pub use agent::AgentOverrides;
 pub use config::{
-    AgentDefaults, Config, ModelEntry, ModelKind, ProviderEntry, Providers, RetrievalSettings,
-    RetrySettings, ServerSettings, ServiceEntry, VectorStoreEntry,
+    AgentDefaults, ApiKeyEntry, Config, ModelEntry, ModelKind, ProviderEntry, Providers,
+    RetrievalSettings, RetrySettings, ServerSettings, ServiceEntry, VectorStoreEntry,
 };
 pub use error::{ConfigError, ConfigErrorKind};
 pub use registry::{Api, ProviderTable, ProviderType, ProviderTypeInfo, Registry};

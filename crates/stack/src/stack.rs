@@ -314,6 +314,7 @@ impl Stack {
         for (at, agent) in agents {
             check.agent(&at, agent, &config, &models_of(ModelKind::Chat))?;
         }
+        check.server(&config.server)?;
         Ok(Self {
             chat_models: chains(models_of(ModelKind::Chat)),
             embedders: chains(models_of(ModelKind::Embedding)),
@@ -724,6 +725,50 @@ impl Checker<'_> {
             for (i, id) in refs.iter().enumerate() {
                 self.reference(&format!("{at}.{list}[{i}]"), what, id, &known)?;
             }
+        }
+        Ok(())
+    }
+
+    /// `[server]`: keys and tenants present, no key given twice, limits positive.
+    fn server(&self, server: &crate::config::ServerSettings) -> Result<(), ConfigError> {
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (i, entry) in server.api_keys.iter().enumerate() {
+            let at = format!("server.api_keys[{i}]");
+            if entry.key.trim().is_empty() {
+                return Err(self.error(
+                    &format!("{at}.key"),
+                    ConfigErrorKind::BadValue,
+                    "an API key cannot be empty (is its environment variable set?)",
+                ));
+            }
+            if entry.tenant.trim().is_empty() {
+                return Err(self.error(
+                    &format!("{at}.tenant"),
+                    ConfigErrorKind::BadValue,
+                    "a tenant cannot be empty",
+                ));
+            }
+            if let Some(first) = seen.insert(entry.key.as_str(), i) {
+                return Err(self.error(
+                    &format!("{at}.key"),
+                    ConfigErrorKind::Duplicate,
+                    format!("the same key as server.api_keys[{first}]"),
+                ));
+            }
+        }
+        if !(server.request_timeout_secs.is_finite() && server.request_timeout_secs > 0.0) {
+            return Err(self.error(
+                "server.request_timeout_secs",
+                ConfigErrorKind::BadValue,
+                "must be a positive number of seconds",
+            ));
+        }
+        if server.max_body_bytes == 0 {
+            return Err(self.error(
+                "server.max_body_bytes",
+                ConfigErrorKind::BadValue,
+                "must be at least 1",
+            ));
         }
         Ok(())
     }

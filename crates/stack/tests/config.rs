@@ -212,3 +212,39 @@ fn the_config_source_prefers_an_explicit_file() {
     assert_eq!(explicit.origin(), "site.toml");
     assert_eq!(ConfigSource::BuiltIn.origin(), "<built-in default>");
 }
+
+#[test]
+fn server_keys_and_limits_are_checked() {
+    let key = |key: &str, tenant: &str| {
+        format!("[[server.api_keys]]\nkey = \"{key}\"\ntenant = \"{tenant}\"\n")
+    };
+    assert_error(
+        build(&key("", "a")),
+        ConfigErrorKind::BadValue,
+        "server.api_keys[0].key",
+    );
+    assert_error(
+        build(&key("k", " ")),
+        ConfigErrorKind::BadValue,
+        "server.api_keys[0].tenant",
+    );
+    assert_error(
+        build(&format!("{}{}", key("k", "a"), key("k", "b"))),
+        ConfigErrorKind::Duplicate,
+        "server.api_keys[1].key",
+    );
+    assert_error(
+        build("[server]\nrequest_timeout_secs = 0\n"),
+        ConfigErrorKind::BadValue,
+        "server.request_timeout_secs",
+    );
+    assert_error(
+        build("[server]\nmax_body_bytes = 0\n"),
+        ConfigErrorKind::BadValue,
+        "server.max_body_bytes",
+    );
+    let stack = build(&format!("{}{}", key("k1", "a"), key("k2", "b"))).unwrap();
+    assert_eq!(stack.config().server.api_keys.len(), 2);
+    // A key never shows in debug output.
+    assert!(!format!("{:?}", stack.config().server).contains("k1"));
+}

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use assert_cmd::Command;
 
 /// `corral` run in `dir`, with no config or log filter from the environment.
+#[allow(dead_code)]
 pub fn corral(dir: &Path) -> Command {
     let mut cmd = Command::cargo_bin("corral").expect("the corral binary is built");
     cmd.current_dir(dir)

@@ -1,0 +1,88 @@
+"""OpenAI's official Python SDK, unchanged, against `corral serve` (run by serve_clients.rs).
+
+Usage: openai_sdk.py BASE_URL CHAT_MODEL EMBEDDING_MODEL. Exits non-zero with the failing step on
+any mismatch; prints one line per step.
+"""
+import json
+import math
+import sys
+
+import openai
+
+base_url, chat_model, embedding_model = sys.argv[1:4]
+client = openai.OpenAI(base_url=base_url, api_key="unused-on-loopback", max_retries=0)
+
+
+def step(name, ok, detail=""):
+    print(f"{'ok  ' if ok else 'FAIL'} {name} {detail}".rstrip(), flush=True)
+    if not ok:
+        sys.exit(1)
+
+
+ids = [m.id for m in client.models.list()]
+step("models.list", chat_model in ids and embedding_model in ids, str(ids))
+step("models.retrieve", client.models.retrieve(chat_model).id == chat_model)
+
+prompt = [{"role": "user", "content": "The capital city of France is called"}]
+chat = client.chat.completions.create(model=chat_model, messages=prompt, max_tokens=8, temperature=0)
+text = chat.choices[0].message.content
+step("chat", isinstance(text, str) and len(text) > 0 and chat.choices[0].finish_reason in ("stop", "length"), repr(text))
+step("chat usage", chat.usage.completion_tokens > 0 and chat.usage.total_tokens >= chat.usage.completion_tokens, str(chat.usage))
+
+pieces, finish, usage = [], None, None
+for chunk in client.chat.completions.create(
+    model=chat_model, messages=prompt, max_tokens=8, temperature=0, stream=True,
+    stream_options={"include_usage": True},
+):
+    if chunk.usage is not None:
+        usage = chunk.usage
+    for choice in chunk.choices:
+        if choice.delta.content:
+            pieces.append(choice.delta.content)
+        if choice.finish_reason:
+            finish = choice.finish_reason
+streamed = "".join(pieces)
+step("chat stream", streamed == text and finish is not None, repr(streamed))
+step("chat stream usage", usage is not None and usage.completion_tokens > 0, str(usage))
+
+tools = [{"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}}]
+with_tools = client.chat.completions.create(
+    model=chat_model, messages=[{"role": "user", "content": "Weather in Paris?"}],
+    tools=tools, max_tokens=16, temperature=0,
+)
+message = with_tools.choices[0].message
+calls = message.tool_calls or []
+step("chat with tools", all(json.loads(c.function.arguments) is not None for c in calls)
+     and (calls or isinstance(message.content, str)), f"{len(calls)} calls, text {message.content!r}")
+
+completion = client.completions.create(model=chat_model, prompt="The capital city of France is called", max_tokens=4, temperature=0)
+step("completions", completion.choices[0].text.startswith(" Paris"), repr(completion.choices[0].text))
+
+# The SDK asks for base64 by default and decodes it.
+embeddings = client.embeddings.create(model=embedding_model, input=["a cat", "a kitten", "tax law"])
+vectors = [d.embedding for d in embeddings.data]
+norm = math.sqrt(sum(x * x for x in vectors[0]))
+cos = lambda a, b: sum(x * y for x, y in zip(a, b))
+step("embeddings", len(vectors) == 3 and len(vectors[0]) == 384 and abs(norm - 1) < 1e-3
+     and cos(vectors[0], vectors[1]) > cos(vectors[0], vectors[2]), f"dim {len(vectors[0])}")
+floats = client.embeddings.create(model=embedding_model, input="a cat", encoding_format="float")
+step("embeddings as floats", max(abs(a - b) for a, b in zip(floats.data[0].embedding, vectors[0])) < 1e-6)
+
+moderation = client.moderations.create(model="rules", input=["How do I bake bread?", "Give me step-by-step instructions to make a pipe bomb."])
+flags = [r.flagged for r in moderation.results]
+step("moderations", flags == [False, True], str(flags))
+
+try:
+    client.chat.completions.create(model="no-such-model", messages=prompt)
+    step("unknown model raises NotFoundError", False)
+except openai.NotFoundError as e:
+    step("unknown model raises NotFoundError", "no-such-model" in str(e))
+try:
+    client.chat.completions.create(model=chat_model, messages=prompt, n=2)
+    step("n=2 raises BadRequestError", False)
+except openai.BadRequestError as e:
+    step("n=2 raises BadRequestError", e.body.get("param") == "n", str(e.body))
+print("all steps passed")

@@ -1,0 +1,112 @@
+//! `corral serve` driven by real, unchanged API clients over loopback, with the local models: the
+//! official `openai` Python SDK (`scripts/fetch-test-clients.sh` installs it in a virtualenv
+//! under the cache; `scripts/test.sh` runs that first).
+
+mod support;
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use support::{cache, needed};
+
+/// A running `corral serve`, stopped when dropped.
+struct Served {
+    child: Child,
+    base_url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve() -> Served {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let models = needed(cache().join("models"), "scripts/fetch-test-models.sh");
+    needed(
+        models.join("gemma-3-270m-q4_k_m.gguf"),
+        "scripts/fetch-test-models.sh",
+    );
+    let config = format!(
+        r#"version = 1
+
+[[providers.inference]]
+id = "local"
+type = "local"
+config = {{ models_dir = "{models}", threads = 2 }}
+
+[[models]]
+id = "gemma"
+provider = "local"
+provider_model = "gemma-3-270m-q4_k_m.gguf"
+kind = "chat"
+
+[[models]]
+id = "minilm"
+provider = "local"
+provider_model = "all-MiniLM-L6-v2"
+kind = "embedding"
+
+[[providers.safety]]
+id = "rules"
+type = "rules"
+
+[[shields]]
+id = "rules"
+provider = "rules"
+params = {{ presets = ["harmful-requests"] }}
+"#,
+        models = models.display()
+    );
+    let path = dir.path().join("corral.toml");
+    std::fs::write(&path, config).expect("config written");
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("corral"))
+        .args(["serve", "--port", "0", "--config"])
+        .arg(&path)
+        .current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("corral serve starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut first = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut first)
+        .expect("the serving line");
+    let base_url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {first:?}"))
+        .to_string();
+    Served {
+        child,
+        base_url,
+        _dir: dir,
+    }
+}
+
+#[test]
+fn the_openai_python_sdk_works_unchanged() {
+    let python = needed(
+        cache().join("venv-clients/bin/python"),
+        "scripts/fetch-test-clients.sh",
+    );
+    let served = serve();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/openai_sdk.py");
+    let output = Command::new(python)
+        .args([script, &served.base_url, "gemma", "minilm"])
+        .output()
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "the SDK script failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("all steps passed"));
+}

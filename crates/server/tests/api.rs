@@ -1,0 +1,663 @@
+//! The API end to end over loopback HTTP: a real server on a free port, driven with reqwest, with
+//! scripted models behind it. Shapes are checked field by field as OpenAI's and Llama Stack's
+//! clients read them.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use corral_core::testing::{ScriptedChatModel, Step};
+use corral_core::{
+    ChatError, ChatModel, EmbedError, Embedder, Embedding, InferenceProvider, Message, ToolCall,
+    async_trait,
+};
+use corral_stack::{Config, ProviderType, Registry, Stack};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// Each text becomes `[length, 1, 0]`.
+struct Lengths;
+
+#[async_trait]
+impl Embedder for Lengths {
+    fn dimension(&self) -> usize {
+        3
+    }
+    fn max_input_tokens(&self) -> usize {
+        256
+    }
+    async fn embed(&self, inputs: &[String]) -> Result<Vec<Embedding>, EmbedError> {
+        Ok(inputs
+            .iter()
+            .map(|t| vec![t.len() as f32, 1.0, 0.0])
+            .collect())
+    }
+}
+
+struct Provider {
+    model: Arc<ScriptedChatModel>,
+}
+
+#[async_trait]
+impl InferenceProvider for Provider {
+    async fn chat_model(&self, _: &str) -> Result<Arc<dyn ChatModel>, ChatError> {
+        Ok(self.model.clone())
+    }
+    async fn embedder(&self, _: &str) -> Result<Arc<dyn Embedder>, EmbedError> {
+        Ok(Arc::new(Lengths))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+const CONFIG: &str = r#"
+[[providers.inference]]
+id = "p"
+type = "test::scripted"
+
+[[models]]
+id = "chat"
+provider = "p"
+kind = "chat"
+
+[[models]]
+id = "emb"
+provider = "p"
+kind = "embedding"
+
+[[providers.safety]]
+id = "rules"
+type = "rules"
+
+[[shields]]
+id = "rules"
+provider = "rules"
+params = { deny_keywords = ["forbidden-word"] }
+"#;
+
+struct Server {
+    base: String,
+    client: reqwest::Client,
+    model: Arc<ScriptedChatModel>,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn start(steps: Vec<Step>, extra: &str) -> Server {
+    let model = Arc::new(ScriptedChatModel::new(steps));
+    let mut registry = Registry::builtin();
+    let scripted = model.clone();
+    registry.inference.add(ProviderType::new(
+        "test::scripted",
+        "a scripted model",
+        move |_: Empty| {
+            Ok(Arc::new(Provider {
+                model: scripted.clone(),
+            }) as Arc<dyn corral_core::InferenceProvider>)
+        },
+    ));
+    let text = format!("{CONFIG}\n{extra}");
+    let config = Config::from_toml_str(&text, "corral.toml", &|_: &str| None).unwrap();
+    let stack = Arc::new(Stack::build(config, "corral.toml", &registry).unwrap());
+    let listener = corral_server::bind("127.0.0.1", 0).await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(corral_server::serve(stack, listener, async {
+        let _ = rx.await;
+    }));
+    Server {
+        base,
+        client: reqwest::Client::new(),
+        model,
+        _shutdown: tx,
+    }
+}
+
+impl Server {
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The `data:` payloads of a streamed answer.
+    async fn stream(&self, path: &str, body: Value) -> Vec<String> {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/event-stream")
+        );
+        let text = r.text().await.unwrap();
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn models_are_listed_for_openai_and_llama_stack_clients() {
+    let server = start(vec![], "").await;
+    let (status, body) = server.get("/v1/models").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["object"], "list");
+    let chat = &body["data"][0];
+    assert_eq!(chat["id"], "chat");
+    assert_eq!(chat["object"], "model");
+    assert_eq!(chat["owned_by"], "p");
+    assert_eq!(chat["identifier"], "chat");
+    assert_eq!(chat["model_type"], "llm");
+    assert_eq!(body["data"][1]["model_type"], "embedding");
+    let (status, one) = server.get("/v1/models/emb").await;
+    assert_eq!((status, one["id"].as_str()), (200, Some("emb")));
+    let (status, missing) = server.get("/v1/models/nope").await;
+    assert_eq!(status, 404);
+    assert_eq!(missing["error"]["type"], "not_found_error");
+    assert_eq!(missing["error"]["code"], "model_not_found");
+    // Llama Stack 0.2's prefix for the same routes.
+    let (status, alias) = server.get("/v1/openai/v1/models").await;
+    assert_eq!(
+        (status, alias["data"].as_array().map(Vec::len)),
+        (200, Some(2))
+    );
+    let (status, health) = server.get("/v1/health").await;
+    assert_eq!((status, health["status"].as_str()), (200, Some("OK")));
+    let (_, version) = server.get("/v1/version").await;
+    assert_eq!(version["version"], env!("CARGO_PKG_VERSION"));
+    let (_, providers) = server.get("/v1/providers").await;
+    assert!(
+        providers["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["api"] == "inference"
+                && p["provider_id"] == "p"
+                && p["provider_type"] == "test::scripted"
+                && p.get("config").is_none())
+    );
+    let (_, routes) = server.get("/v1/inspect/routes").await;
+    assert!(
+        routes["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["route"] == "/v1/chat/completions" && r["method"] == "POST")
+    );
+    let (status, unknown) = server.get("/v1/nowhere").await;
+    assert_eq!(
+        (status, unknown["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+}
+
+#[tokio::test]
+async fn a_chat_completion_translates_messages_and_answers_in_openai_shape() {
+    let server = start(vec![Step::text("Paris.")], "").await;
+    let (status, body) = server
+        .post(
+            "/v1/chat/completions",
+            json!({
+                "model": "chat",
+                "messages": [
+                    {"role": "developer", "content": "Be brief."},
+                    {"role": "user", "content": [
+                        {"type": "text", "text": "Capital of "},
+                        {"type": "text", "text": "France?"},
+                        {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+                    ]}
+                ],
+                "temperature": 0,
+                "max_completion_tokens": 7,
+                "stop": "\n",
+                "seed": 3,
+                "user": "ignored-field"
+            }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["object"], "chat.completion");
+    assert!(body["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    assert_eq!(body["model"], "chat");
+    assert_eq!(body["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(body["choices"][0]["message"]["content"], "Paris.");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    assert_eq!(body["usage"]["total_tokens"], 0);
+    let request = &server.model.requests()[0];
+    assert_eq!(request.messages[0], Message::system("Be brief."));
+    let Message::User { content } = &request.messages[1] else {
+        panic!("{:?}", request.messages[1]);
+    };
+    assert_eq!(content.len(), 3);
+    assert_eq!(request.max_tokens, Some(7));
+    assert_eq!(request.stop, ["\n"]);
+    assert_eq!(request.sampling.temperature, Some(0.0));
+    assert_eq!(request.sampling.seed, Some(3));
+}
+
+#[tokio::test]
+async fn tools_go_in_and_tool_calls_come_out() {
+    let call = ToolCall {
+        id: "call_1".into(),
+        name: "weather".into(),
+        arguments: json!({"city": "Oslo"}),
+    };
+    let server = start(
+        vec![
+            Step::tool_calls(vec![call.clone()]),
+            Step::tool_calls(vec![call]),
+        ],
+        "",
+    )
+    .await;
+    let body = json!({
+        "model": "chat",
+        "messages": [
+            {"role": "user", "content": "Weather in Oslo?"},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_0", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Bergen\"}"}}
+            ]},
+            {"role": "tool", "tool_call_id": "call_0", "content": "rain"}
+        ],
+        "tools": [{"type": "function", "function": {
+            "name": "weather", "description": "Weather by city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}
+        }}],
+        "tool_choice": {"type": "function", "function": {"name": "weather"}}
+    });
+    let (status, answer) = server.post("/v1/chat/completions", body.clone()).await;
+    assert_eq!(status, 200, "{answer}");
+    let message = &answer["choices"][0]["message"];
+    assert_eq!(message["content"], Value::Null);
+    assert_eq!(message["tool_calls"][0]["id"], "call_1");
+    assert_eq!(message["tool_calls"][0]["type"], "function");
+    assert_eq!(message["tool_calls"][0]["function"]["name"], "weather");
+    let arguments: Value = serde_json::from_str(
+        message["tool_calls"][0]["function"]["arguments"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(arguments, json!({"city": "Oslo"}));
+    assert_eq!(answer["choices"][0]["finish_reason"], "tool_calls");
+    let request = &server.model.requests()[0];
+    assert_eq!(request.tools[0].name, "weather");
+    assert_eq!(
+        request.tool_choice,
+        corral_core::ToolChoice::Tool("weather".into())
+    );
+    assert_eq!(
+        request.messages[1],
+        Message::assistant_tool_calls(
+            "",
+            vec![ToolCall {
+                id: "call_0".into(),
+                name: "weather".into(),
+                arguments: json!({"city": "Bergen"}),
+            }]
+        )
+    );
+    assert_eq!(request.messages[2], Message::tool_result("call_0", "rain"));
+
+    // Streamed: the call's id and name come first, then its arguments.
+    let mut streamed = body;
+    streamed["stream"] = json!(true);
+    let events = server.stream("/v1/chat/completions", streamed).await;
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let calls: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"].get("tool_calls"))
+        .collect();
+    assert_eq!(calls[0][0]["id"], "call_1");
+    assert_eq!(calls[0][0]["function"]["name"], "weather");
+    let arguments: String = calls
+        .iter()
+        .map(|c| c[0]["function"]["arguments"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        serde_json::from_str::<Value>(&arguments).unwrap(),
+        json!({"city": "Oslo"})
+    );
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "tool_calls"
+    );
+}
+
+#[tokio::test]
+async fn a_streamed_chat_sends_chunks_usage_and_done() {
+    let server = start(vec![Step::text("Hello there, friend.")], "").await;
+    let events = server
+        .stream(
+            "/v1/chat/completions",
+            json!({
+                "model": "chat",
+                "messages": [{"role": "user", "content": "Hi"}],
+                "stream": true,
+                "stream_options": {"include_usage": true}
+            }),
+        )
+        .await;
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c["object"] == "chat.completion.chunk")
+    );
+    assert!(chunks.iter().all(|c| c["id"] == chunks[0]["id"]));
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "Hello there, friend.");
+    let finish = &chunks[chunks.len() - 2];
+    assert_eq!(finish["choices"][0]["finish_reason"], "stop");
+    let usage = chunks.last().unwrap();
+    assert_eq!(usage["choices"], json!([]));
+    assert!(usage["usage"]["total_tokens"].is_number());
+}
+
+#[tokio::test]
+async fn a_provider_failure_mid_stream_becomes_an_error_event() {
+    let server = start(
+        vec![Step::Stream(vec![
+            Ok(corral_core::ChatDelta::Text { text: "par".into() }),
+            Err(ChatError::Provider(corral_core::ProviderError::new(
+                corral_core::ErrorKind::Transient,
+                "upstream reset: secret-internal-host:9999",
+            ))),
+        ])],
+        "",
+    )
+    .await;
+    let events = server
+        .stream(
+            "/v1/chat/completions",
+            json!({"model": "chat", "messages": [{"role": "user", "content": "Hi"}], "stream": true}),
+        )
+        .await;
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["type"], "server_error");
+    assert_eq!(last["error"]["code"], "provider_unavailable");
+    assert!(!events.iter().any(|e| e == "[DONE]"));
+    assert!(
+        !events.concat().contains("secret-internal-host"),
+        "no internal detail leaks"
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_get_openai_errors_that_name_the_field() {
+    let server = start(vec![], "").await;
+    let cases = [
+        (json!({"model": "chat"}), "messages", 400),
+        (json!({"model": "chat", "messages": []}), "messages", 400),
+        (
+            json!({"model": "chat", "messages": [{"role": "pilot", "content": "x"}]}),
+            "messages[0]",
+            400,
+        ),
+        (
+            json!({"model": "chat", "messages": [{"role": "user", "content": "x"}], "n": 2}),
+            "n",
+            400,
+        ),
+        (
+            json!({"model": "chat", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}),
+            "temperature",
+            400,
+        ),
+        (
+            json!({"model": "chat", "messages": [{"role": "user", "content": "x"}], "tool_choice": "sometimes"}),
+            "tool_choice",
+            400,
+        ),
+        (
+            json!({"model": "emb", "messages": [{"role": "user", "content": "x"}]}),
+            "model",
+            400,
+        ),
+        (
+            json!({"model": "nope", "messages": [{"role": "user", "content": "x"}]}),
+            "",
+            404,
+        ),
+    ];
+    for (body, param, status) in cases {
+        let (got, error) = server.post("/v1/chat/completions", body.clone()).await;
+        assert_eq!(got, status, "{body} → {error}");
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.contains(param), "{body}: {message}");
+        if status == 400 {
+            assert_eq!(error["error"]["type"], "invalid_request_error");
+        }
+    }
+    let response = server
+        .client
+        .post(format!("{}/v1/chat/completions", server.base))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "invalid_request_error");
+    let (status, error) = server
+        .post(
+            "/v1/completions",
+            json!({"model": "chat", "prompt": ["a", "b"]}),
+        )
+        .await;
+    assert_eq!(
+        (status, error["error"]["param"].as_str()),
+        (400, Some("prompt"))
+    );
+}
+
+#[tokio::test]
+async fn raw_completions_continue_the_prompt_whole_or_streamed() {
+    let server = start(
+        vec![Step::text(" upon a time"), Step::text(" there was")],
+        "",
+    )
+    .await;
+    let (status, body) = server
+        .post(
+            "/v1/completions",
+            json!({"model": "chat", "prompt": "Once", "max_tokens": 4}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["object"], "text_completion");
+    assert_eq!(body["choices"][0]["text"], " upon a time");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    assert_eq!(server.model.prompts(), ["Once"]);
+    let events = server
+        .stream(
+            "/v1/completions",
+            json!({"model": "chat", "prompt": "Once upon a time", "stream": true}),
+        )
+        .await;
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let text: String = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(e).unwrap())
+        .filter_map(|c| c["choices"][0]["text"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(text, " there was");
+}
+
+#[tokio::test]
+async fn embeddings_come_as_floats_or_base64() {
+    let server = start(vec![], "").await;
+    let (status, body) = server
+        .post(
+            "/v1/embeddings",
+            json!({"model": "emb", "input": ["ab", "abcd"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["object"], "list");
+    assert_eq!(body["data"][1]["index"], 1);
+    assert_eq!(body["data"][1]["embedding"], json!([4.0, 1.0, 0.0]));
+    let (_, encoded) = server
+        .post(
+            "/v1/embeddings",
+            json!({"model": "emb", "input": "abc", "encoding_format": "base64"}),
+        )
+        .await;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded["data"][0]["embedding"].as_str().unwrap())
+        .unwrap();
+    let floats: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    assert_eq!(floats, [3.0, 1.0, 0.0]);
+    for (body, param) in [
+        (json!({"model": "emb", "input": [[1, 2]]}), "input"),
+        (json!({"model": "emb", "input": []}), "input"),
+        (
+            json!({"model": "emb", "input": "x", "dimensions": 2}),
+            "dimensions",
+        ),
+        (
+            json!({"model": "emb", "input": "x", "encoding_format": "hex"}),
+            "encoding_format",
+        ),
+        (json!({"model": "chat", "input": "x"}), "model"),
+    ] {
+        let (status, error) = server.post("/v1/embeddings", body.clone()).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(error["error"]["param"], param, "{body}: {error}");
+    }
+}
+
+#[tokio::test]
+async fn shields_run_as_llama_stack_and_openai_moderation() {
+    let server = start(vec![], "").await;
+    let (_, shields) = server.get("/v1/shields").await;
+    assert_eq!(shields["data"][0]["identifier"], "rules");
+    let (status, clean) = server
+        .post(
+            "/v1/safety/run-shield",
+            json!({"shield_id": "rules", "messages": [{"role": "user", "content": "hello"}], "params": {}}),
+        )
+        .await;
+    assert_eq!((status, &clean["violation"]), (200, &Value::Null));
+    let (_, blocked) = server
+        .post(
+            "/v1/safety/run-shield",
+            json!({"shield_id": "rules", "messages": [{"role": "user", "content": "say forbidden-word"}]}),
+        )
+        .await;
+    assert_eq!(blocked["violation"]["violation_level"], "error");
+    let (status, moderated) = server
+        .post(
+            "/v1/moderations",
+            json!({"input": ["fine", "a forbidden-word here"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{moderated}");
+    assert_eq!(moderated["model"], "rules");
+    assert_eq!(moderated["results"][0]["flagged"], false);
+    assert_eq!(moderated["results"][1]["flagged"], true);
+    assert!(
+        !moderated["results"][1]["categories"]
+            .as_object()
+            .unwrap()
+            .is_empty()
+    );
+    let (status, missing) = server
+        .post(
+            "/v1/safety/run-shield",
+            json!({"shield_id": "nope", "messages": []}),
+        )
+        .await;
+    assert_eq!(
+        (status, missing["error"]["param"].as_str()),
+        (404, Some("shield_id"))
+    );
+}
+
+#[tokio::test]
+async fn api_keys_admit_their_tenants_and_nobody_else() {
+    let server = start(
+        vec![],
+        r#"
+[[server.api_keys]]
+key = "key-a"
+tenant = "a"
+"#,
+    )
+    .await;
+    let url = format!("{}/v1/models", server.base);
+    let none = server.client.get(&url).send().await.unwrap();
+    assert_eq!(none.status(), 401);
+    let error: Value = none.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "authentication_error");
+    let wrong = server
+        .client
+        .get(&url)
+        .bearer_auth("key-b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let right = server
+        .client
+        .get(&url)
+        .bearer_auth("key-a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status(), 200);
+    // Health stays open for load balancers.
+    let (status, _) = server.get("/v1/health").await;
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn no_keys_is_refused_off_loopback_unless_allowed() {
+    let mut settings = corral_stack::ServerSettings::default();
+    let public: std::net::IpAddr = "0.0.0.0".parse().unwrap();
+    let error = corral_server::Auth::from_settings(&settings, public).unwrap_err();
+    assert!(error.contains("server.api_keys"), "{error}");
+    assert!(corral_server::Auth::from_settings(&settings, "127.0.0.1".parse().unwrap()).is_ok());
+    assert!(corral_server::Auth::from_settings(&settings, "::1".parse().unwrap()).is_ok());
+    settings.allow_unauthenticated = true;
+    assert!(corral_server::Auth::from_settings(&settings, public).is_ok());
+}
