@@ -243,7 +243,7 @@ fn server_keys_and_limits_are_checked() {
         ConfigErrorKind::BadValue,
         "server.max_body_bytes",
     );
-    let stack = build(&format!("{}{}", key("k1", "a"), key("k2", "b"))).unwrap();
+    let stack = build(&format!("{}{}", key("k1", "a"), key("k2", "b"))).expect("two keys build");
     assert_eq!(stack.config().server.api_keys.len(), 2);
     // A key never shows in debug output.
     assert!(!format!("{:?}", stack.config().server).contains("k1"));
