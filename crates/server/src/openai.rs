@@ -62,6 +62,11 @@ pub struct StreamOptions {
     pub include_usage: bool,
 }
 
+/// Whether a stream ends with a usage chunk.
+pub fn include_usage(options: Option<&StreamOptions>) -> bool {
+    options.is_some_and(|o| o.include_usage)
+}
+
 /// A message as OpenAI's clients send it.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "role", rename_all = "lowercase")]

@@ -125,22 +125,24 @@ fn require_model(stack: &Stack, model: &str, kind: ModelKind) -> Result<(), ApiE
     }
 }
 
+/// The configured chat model `id` (a 404 or 400 naming `model` when it is not one).
+async fn chat_model(stack: &Stack, id: &str) -> Result<Arc<dyn corral_core::ChatModel>, ApiError> {
+    require_model(stack, id, ModelKind::Chat)?;
+    stack
+        .chat_model(id)
+        .await
+        .map_err(|e| ApiError::from_capability(&e))
+}
+
 pub async fn chat_completions(
     State(stack): State<AppState>,
     Body(request): Body<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
-    require_model(&stack, &request.model, ModelKind::Chat)?;
+    let model = chat_model(&stack, &request.model).await?;
     let model_id = request.model.clone();
     let stream = request.stream;
-    let include_usage = request
-        .stream_options
-        .as_ref()
-        .is_some_and(|o| o.include_usage);
+    let include_usage = openai::include_usage(request.stream_options.as_ref());
     let core = request.into_core()?;
-    let model = stack
-        .chat_model(&model_id)
-        .await
-        .map_err(|e| ApiError::from_capability(&e))?;
     let id = new_id("chatcmpl");
     let created = now();
     if !stream {
@@ -190,18 +192,11 @@ pub async fn completions(
     State(stack): State<AppState>,
     Body(request): Body<CompletionRequest>,
 ) -> Result<Response, ApiError> {
-    require_model(&stack, &request.model, ModelKind::Chat)?;
+    let model = chat_model(&stack, &request.model).await?;
     let model_id = request.model.clone();
     let stream = request.stream;
-    let include_usage = request
-        .stream_options
-        .as_ref()
-        .is_some_and(|o| o.include_usage);
+    let include_usage = openai::include_usage(request.stream_options.as_ref());
     let core = request.into_core()?;
-    let model = stack
-        .chat_model(&model_id)
-        .await
-        .map_err(|e| ApiError::from_capability(&e))?;
     let deltas = model
         .generate(&core)
         .await
