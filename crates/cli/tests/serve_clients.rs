@@ -1,6 +1,6 @@
-//! `corral serve` driven by real, unchanged API clients over loopback, with the local models: the
-//! official `openai` Python SDK (`scripts/fetch-test-clients.sh` installs it in a virtualenv
-//! under the cache; `scripts/test.sh` runs that first).
+//! `corral serve` driven by real, unchanged API clients over loopback, with the local models and a
+//! real PDF: the official `openai` Python SDK (`scripts/fetch-test-clients.sh` installs it in a
+//! virtualenv under the cache; `scripts/test.sh` runs that first).
 
 mod support;
 
@@ -50,6 +50,9 @@ provider = "local"
 provider_model = "all-MiniLM-L6-v2"
 kind = "embedding"
 
+[server]
+data_dir = "{data}"
+
 [[providers.safety]]
 id = "rules"
 type = "rules"
@@ -59,7 +62,8 @@ id = "rules"
 provider = "rules"
 params = {{ presets = ["harmful-requests"] }}
 "#,
-        models = models.display()
+        models = models.display(),
+        data = dir.path().join("data").display()
     );
     let path = dir.path().join("corral.toml");
     std::fs::write(&path, config).expect("config written");
@@ -95,10 +99,15 @@ fn the_openai_python_sdk_works_unchanged() {
         cache().join("venv-clients/bin/python"),
         "scripts/fetch-test-clients.sh",
     );
+    let pdf = needed(
+        cache().join("pdfs/glpk-doc/cnfsat.pdf"),
+        "scripts/fetch-test-pdfs.sh",
+    );
     let served = serve();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/openai_sdk.py");
     let output = Command::new(python)
         .args([script, &served.base_url, "gemma", "minilm"])
+        .arg(&pdf)
         .output()
         .expect("python runs");
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -9,18 +9,24 @@
 
 pub mod auth;
 pub mod error;
+mod files;
 pub mod openai;
 mod routes;
+mod state;
+mod vector_stores;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method};
 use axum::routing::{get, post};
+use corral_memory::EmbeddedStore;
 use corral_stack::{ServerSettings, Stack};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -44,7 +50,63 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/shields"),
     ("POST", "/v1/safety/run-shield"),
     ("GET", "/v1/tools"),
+    ("POST", "/v1/files"),
+    ("GET", "/v1/files"),
+    ("GET", "/v1/files/{file_id}"),
+    ("DELETE", "/v1/files/{file_id}"),
+    ("GET", "/v1/files/{file_id}/content"),
+    ("POST", "/v1/vector_stores"),
+    ("GET", "/v1/vector_stores"),
+    ("GET", "/v1/vector_stores/{vector_store_id}"),
+    ("POST", "/v1/vector_stores/{vector_store_id}"),
+    ("DELETE", "/v1/vector_stores/{vector_store_id}"),
+    ("POST", "/v1/vector_stores/{vector_store_id}/search"),
+    ("POST", "/v1/vector_stores/{vector_store_id}/files"),
+    ("GET", "/v1/vector_stores/{vector_store_id}/files"),
+    ("GET", "/v1/vector_stores/{vector_store_id}/files/{file_id}"),
+    (
+        "DELETE",
+        "/v1/vector_stores/{vector_store_id}/files/{file_id}",
+    ),
+    ("POST", "/v1/vector_stores/{vector_store_id}/file_batches"),
+    (
+        "GET",
+        "/v1/vector_stores/{vector_store_id}/file_batches/{batch_id}",
+    ),
 ];
+
+/// What the handlers share: the stack, the server's records, and where it keeps files and
+/// vector stores.
+#[derive(Debug)]
+pub struct App {
+    pub stack: Arc<Stack>,
+    records: state::Records,
+    data_dir: PathBuf,
+    open_stores: Mutex<HashMap<String, Arc<EmbeddedStore>>>,
+}
+
+impl App {
+    /// Opens (creating) the server's data directory and its records.
+    pub fn open(stack: Arc<Stack>, data_dir: &Path) -> Result<Self, ServeError> {
+        let problem = |e: String| ServeError::Config(format!("server.data_dir: {e}"));
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| problem(format!("{}: {e}", data_dir.display())))?;
+        let data_dir = data_dir
+            .canonicalize()
+            .map_err(|e| problem(format!("{}: {e}", data_dir.display())))?;
+        let records = state::Records::open(&data_dir.join("server.sqlite")).map_err(problem)?;
+        Ok(Self {
+            stack,
+            records,
+            data_dir,
+            open_stores: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn file_dir(&self, id: &str) -> PathBuf {
+        self.data_dir.join("files").join(id)
+    }
+}
 
 /// The prefix Llama Stack 0.2's clients put before OpenAI's routes.
 pub const OPENAI_ALIAS: &str = "/v1/openai/v1";
@@ -64,8 +126,8 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-/// The API's routes over `stack`, with `auth` and the limits of `settings`.
-pub fn router(stack: Arc<Stack>, auth: Auth, settings: &ServerSettings) -> Router {
+/// The API's routes over `app`, with `auth` and the limits of `settings`.
+pub fn router(app: Arc<App>, auth: Auth, settings: &ServerSettings) -> Router {
     let mut api = Router::new();
     for prefix in ["/v1", OPENAI_ALIAS] {
         api = api
@@ -80,7 +142,49 @@ pub fn router(stack: Arc<Stack>, auth: Auth, settings: &ServerSettings) -> Route
             )
             .route(&format!("{prefix}/completions"), post(routes::completions))
             .route(&format!("{prefix}/embeddings"), post(routes::embeddings))
-            .route(&format!("{prefix}/moderations"), post(routes::moderations));
+            .route(&format!("{prefix}/moderations"), post(routes::moderations))
+            .route(
+                &format!("{prefix}/files"),
+                post(files::upload).get(files::list),
+            )
+            .route(
+                &format!("{prefix}/files/:file_id"),
+                get(files::get).delete(files::delete),
+            )
+            .route(
+                &format!("{prefix}/files/:file_id/content"),
+                get(files::content),
+            )
+            .route(
+                &format!("{prefix}/vector_stores"),
+                post(vector_stores::create).get(vector_stores::list),
+            )
+            .route(
+                &format!("{prefix}/vector_stores/:store_id"),
+                get(vector_stores::get)
+                    .post(vector_stores::update)
+                    .delete(vector_stores::delete),
+            )
+            .route(
+                &format!("{prefix}/vector_stores/:store_id/search"),
+                post(vector_stores::search),
+            )
+            .route(
+                &format!("{prefix}/vector_stores/:store_id/files"),
+                post(vector_stores::attach_file).get(vector_stores::list_files),
+            )
+            .route(
+                &format!("{prefix}/vector_stores/:store_id/files/:file_id"),
+                get(vector_stores::get_file).delete(vector_stores::delete_file),
+            )
+            .route(
+                &format!("{prefix}/vector_stores/:store_id/file_batches"),
+                post(vector_stores::create_batch),
+            )
+            .route(
+                &format!("{prefix}/vector_stores/:store_id/file_batches/:batch_id"),
+                get(vector_stores::get_batch),
+            );
     }
     let api = api
         .route("/v1/version", get(routes::version))
@@ -98,7 +202,7 @@ pub fn router(stack: Arc<Stack>, auth: Auth, settings: &ServerSettings) -> Route
     let mut app = Router::new()
         .route("/v1/health", get(routes::health))
         .merge(api)
-        .with_state(stack)
+        .with_state(app)
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::GATEWAY_TIMEOUT,
@@ -137,7 +241,12 @@ pub async fn serve(
     let settings = stack.config().server.clone();
     let addr = listener.local_addr()?;
     let auth = Auth::from_settings(&settings, addr.ip()).map_err(ServeError::Config)?;
-    let app = router(stack, auth, &settings);
+    let data_dir = settings
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| corral_memory::embedded::default_data_dir().join("server"));
+    let app = Arc::new(App::open(stack, &data_dir)?);
+    let app = router(app, auth, &settings);
     tracing::info!(%addr, "serving");
     axum::serve(
         listener,

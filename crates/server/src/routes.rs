@@ -20,20 +20,27 @@ use crate::openai::{
     self, ChatCompletionRequest, CompletionRequest, OneOrMany, WireMessage, finish_reason,
 };
 
-pub type AppState = Arc<Stack>;
+pub type AppState = Arc<crate::App>;
 
-fn now() -> u64 {
+pub fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
 
-fn new_id(prefix: &str) -> String {
+pub fn new_id(prefix: &str) -> String {
     format!(
         "{prefix}-{:016x}{:08x}",
         fastrand::u64(..),
         fastrand::u32(..)
     )
+}
+
+/// A list in OpenAI's paged shape (one page: everything).
+pub fn page(data: Vec<Value>) -> Value {
+    let first = data.first().and_then(|d| d.get("id")).cloned();
+    let last = data.last().and_then(|d| d.get("id")).cloned();
+    json!({"object": "list", "data": data, "first_id": first, "last_id": last, "has_more": false})
 }
 
 pub async fn health() -> Json<Value> {
@@ -63,15 +70,17 @@ fn model_json(route: &Route) -> Value {
     })
 }
 
-pub async fn list_models(State(stack): State<AppState>) -> Json<Value> {
+pub async fn list_models(State(app): State<AppState>) -> Json<Value> {
+    let stack = &app.stack;
     let data: Vec<Value> = stack.routes().iter().map(model_json).collect();
     Json(json!({"object": "list", "data": data}))
 }
 
 pub async fn get_model(
-    State(stack): State<AppState>,
+    State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    let stack = &app.stack;
     stack
         .routes()
         .iter()
@@ -81,7 +90,8 @@ pub async fn get_model(
 }
 
 /// The configured providers, without their settings (which may hold credentials).
-pub async fn list_providers(State(stack): State<AppState>) -> Json<Value> {
+pub async fn list_providers(State(app): State<AppState>) -> Json<Value> {
+    let stack = &app.stack;
     let providers = &stack.config().providers;
     let data: Vec<Value> = [
         ("inference", &providers.inference),
@@ -135,10 +145,11 @@ async fn chat_model(stack: &Stack, id: &str) -> Result<Arc<dyn corral_core::Chat
 }
 
 pub async fn chat_completions(
-    State(stack): State<AppState>,
+    State(app): State<AppState>,
     Body(request): Body<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
-    let model = chat_model(&stack, &request.model).await?;
+    let stack = &app.stack;
+    let model = chat_model(stack, &request.model).await?;
     let model_id = request.model.clone();
     let stream = request.stream;
     let include_usage = openai::include_usage(request.stream_options.as_ref());
@@ -189,10 +200,11 @@ pub async fn chat_completions(
 }
 
 pub async fn completions(
-    State(stack): State<AppState>,
+    State(app): State<AppState>,
     Body(request): Body<CompletionRequest>,
 ) -> Result<Response, ApiError> {
-    let model = chat_model(&stack, &request.model).await?;
+    let stack = &app.stack;
+    let model = chat_model(stack, &request.model).await?;
     let model_id = request.model.clone();
     let stream = request.stream;
     let include_usage = openai::include_usage(request.stream_options.as_ref());
@@ -296,10 +308,11 @@ pub struct EmbeddingsRequest {
 }
 
 pub async fn embeddings(
-    State(stack): State<AppState>,
+    State(app): State<AppState>,
     Body(request): Body<EmbeddingsRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    require_model(&stack, &request.model, ModelKind::Embedding)?;
+    let stack = &app.stack;
+    require_model(stack, &request.model, ModelKind::Embedding)?;
     let inputs: Vec<String> = match request.input {
         Value::String(s) => vec![s],
         Value::Array(items) if items.iter().all(Value::is_string) => items
@@ -378,7 +391,8 @@ pub async fn embeddings(
 }
 
 /// The configured shields, as Llama Stack lists them.
-pub async fn list_shields(State(stack): State<AppState>) -> Json<Value> {
+pub async fn list_shields(State(app): State<AppState>) -> Json<Value> {
+    let stack = &app.stack;
     let data: Vec<Value> = stack
         .config()
         .shields
@@ -430,10 +444,11 @@ async fn shield(
 
 /// Llama Stack's `run-shield`: the shield judges the conversation's last message.
 pub async fn run_shield(
-    State(stack): State<AppState>,
+    State(app): State<AppState>,
     Body(request): Body<RunShieldRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let shield = shield(&stack, &request.shield_id, "shield_id").await?;
+    let stack = &app.stack;
+    let shield = shield(stack, &request.shield_id, "shield_id").await?;
     let messages = openai::messages(request.messages)?;
     let verdict = shield
         .check(&messages)
@@ -455,9 +470,10 @@ pub struct ModerationRequest {
 /// when configured, else the first shield. A blocking violation is `flagged`; its categories
 /// (Llama Guard's codes, a rule's name) are the ones set.
 pub async fn moderations(
-    State(stack): State<AppState>,
+    State(app): State<AppState>,
     Body(request): Body<ModerationRequest>,
 ) -> Result<Json<Value>, ApiError> {
+    let stack = &app.stack;
     let shields = &stack.config().shields;
     let id = match &request.model {
         Some(model) => model.clone(),
@@ -470,7 +486,7 @@ pub async fn moderations(
                 ApiError::invalid_param("model", "no shields are configured to moderate with")
             })?,
     };
-    let shield = shield(&stack, &id, "model").await?;
+    let shield = shield(stack, &id, "model").await?;
     let mut results = Vec::new();
     for text in request.input.into_vec() {
         let verdict = shield
@@ -530,7 +546,8 @@ fn violation_categories(v: &Violation) -> Vec<String> {
 }
 
 /// The tools of every configured tool group.
-pub async fn list_tools(State(stack): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn list_tools(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let stack = &app.stack;
     let mut data = Vec::new();
     for group in &stack.config().tool_groups {
         let tools = stack

@@ -82,6 +82,7 @@ struct Server {
     client: reqwest::Client,
     model: Arc<ScriptedChatModel>,
     _shutdown: tokio::sync::oneshot::Sender<()>,
+    _data: tempfile::TempDir,
 }
 
 async fn start(steps: Vec<Step>, extra: &str) -> Server {
@@ -97,7 +98,11 @@ async fn start(steps: Vec<Step>, extra: &str) -> Server {
             }) as Arc<dyn corral_core::InferenceProvider>)
         },
     ));
-    let text = format!("{CONFIG}\n{extra}");
+    let data = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{CONFIG}\n[server]\ndata_dir = {:?}\n{extra}",
+        data.path().display().to_string()
+    );
     let config = Config::from_toml_str(&text, "corral.toml", &|_: &str| None).unwrap();
     let stack = Arc::new(Stack::build(config, "corral.toml", &registry).unwrap());
     let listener = corral_server::bind("127.0.0.1", 0).await.unwrap();
@@ -111,10 +116,65 @@ async fn start(steps: Vec<Step>, extra: &str) -> Server {
         client: reqwest::Client::new(),
         model,
         _shutdown: tx,
+        _data: data,
     }
 }
 
 impl Server {
+    /// A request with `key` as its Bearer token, when given.
+    fn with_key(
+        &self,
+        request: reqwest::RequestBuilder,
+        key: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        match key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        }
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        key: Option<&str>,
+    ) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        let request = match method {
+            "GET" => self.client.get(url),
+            "DELETE" => self.client.delete(url),
+            _ => self.client.post(url),
+        };
+        let request = match body {
+            Some(body) => request.json(&body),
+            None => request,
+        };
+        let r = self.with_key(request, key).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn upload(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        purpose: &str,
+        key: Option<&str>,
+    ) -> (u16, Value) {
+        let form = reqwest::multipart::Form::new()
+            .text("purpose", purpose.to_string())
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(bytes.to_vec()).file_name(name.to_string()),
+            );
+        let request = self
+            .client
+            .post(format!("{}/v1/files", self.base))
+            .multipart(form);
+        let r = self.with_key(request, key).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
     async fn get(&self, path: &str) -> (u16, Value) {
         let r = self
             .client
@@ -660,4 +720,335 @@ fn no_keys_is_refused_off_loopback_unless_allowed() {
     assert!(corral_server::Auth::from_settings(&settings, "::1".parse().unwrap()).is_ok());
     settings.allow_unauthenticated = true;
     assert!(corral_server::Auth::from_settings(&settings, public).is_ok());
+}
+
+const GUIDE: &str = "# Pets\n\nKittens sleep sixteen hours a day and purr when content.\n\n# Plants\n\nFerns like shade and damp soil.\n";
+
+#[tokio::test]
+async fn files_are_uploaded_attached_to_a_store_searched_and_deleted() {
+    let server = start(vec![], "").await;
+    let (status, file) = server
+        .upload("../guide.md", GUIDE.as_bytes(), "assistants", None)
+        .await;
+    assert_eq!(status, 200, "{file}");
+    assert_eq!(file["object"], "file");
+    assert_eq!(
+        file["filename"], "guide.md",
+        "the path part of the name is dropped"
+    );
+    assert_eq!(file["bytes"], GUIDE.len());
+    let file_id = file["id"].as_str().unwrap().to_string();
+    let content = server
+        .client
+        .get(format!("{}/v1/files/{file_id}/content", server.base))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&content[..], GUIDE.as_bytes());
+    let (_, files) = server.call("GET", "/v1/files", None, None).await;
+    assert_eq!(files["data"][0]["id"], file_id.as_str());
+
+    let (status, store) = server
+        .call(
+            "POST",
+            "/v1/vector_stores",
+            Some(json!({"name": "handbook", "metadata": {"team": "a"}})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{store}");
+    assert_eq!(store["object"], "vector_store");
+    assert_eq!(store["embedding_model"], "emb");
+    let store_id = store["id"].as_str().unwrap().to_string();
+    let (status, attached) = server
+        .call(
+            "POST",
+            &format!("/v1/vector_stores/{store_id}/files"),
+            Some(json!({"file_id": file_id, "attributes": {"kind": "guide"},
+                        "chunking_strategy": {"type": "static", "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 20}}})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{attached}");
+    assert_eq!(attached["status"], "completed");
+    assert_eq!(
+        attached["chunking_strategy"]["static"]["max_chunk_size_tokens"],
+        100
+    );
+    let (_, store) = server
+        .call("GET", &format!("/v1/vector_stores/{store_id}"), None, None)
+        .await;
+    assert_eq!(store["file_counts"]["completed"], 1);
+
+    let (status, found) = server
+        .call(
+            "POST",
+            &format!("/v1/vector_stores/{store_id}/search"),
+            Some(json!({"query": "kittens purr", "max_num_results": 3})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["object"], "vector_store.search_results.page");
+    let hit = &found["data"][0];
+    assert_eq!(hit["file_id"], file_id.as_str());
+    assert_eq!(hit["filename"], "guide.md");
+    assert_eq!(hit["attributes"]["kind"], "guide");
+    assert!(
+        hit["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Kittens"),
+        "{hit}"
+    );
+
+    // A batch of a second file; a file that holds no text is recorded as failed.
+    let (_, binary) = server
+        .upload("blob.bin", &[0, 159, 146, 150, 0, 1], "assistants", None)
+        .await;
+    let binary_id = binary["id"].as_str().unwrap();
+    let (status, batch) = server
+        .call(
+            "POST",
+            &format!("/v1/vector_stores/{store_id}/file_batches"),
+            Some(json!({"file_ids": [binary_id]})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{batch}");
+    assert_eq!(batch["status"], "completed");
+    assert_eq!(batch["file_counts"]["failed"], 1);
+    let (_, again) = server
+        .call(
+            "GET",
+            &format!(
+                "/v1/vector_stores/{store_id}/file_batches/{}",
+                batch["id"].as_str().unwrap()
+            ),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(again["file_counts"], batch["file_counts"]);
+    let (_, failed) = server
+        .call(
+            "GET",
+            &format!("/v1/vector_stores/{store_id}/files/{binary_id}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(failed["status"], "failed");
+    assert!(
+        failed["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("blob.bin"),
+        "{failed}"
+    );
+
+    // Deleting the file takes its chunks out of the store.
+    let (status, deleted) = server
+        .call("DELETE", &format!("/v1/files/{file_id}"), None, None)
+        .await;
+    assert_eq!((status, &deleted["deleted"]), (200, &json!(true)));
+    let (_, found) = server
+        .call(
+            "POST",
+            &format!("/v1/vector_stores/{store_id}/search"),
+            Some(json!({"query": "kittens purr"})),
+            None,
+        )
+        .await;
+    assert_eq!(found["data"], json!([]), "{found}");
+    let (status, _) = server
+        .call("GET", &format!("/v1/files/{file_id}"), None, None)
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = server
+        .call(
+            "DELETE",
+            &format!("/v1/vector_stores/{store_id}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = server
+        .call("GET", &format!("/v1/vector_stores/{store_id}"), None, None)
+        .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn uploads_and_stores_refuse_bad_input_by_name() {
+    let server = start(vec![], "").await;
+    let (status, error) = server.upload("a.md", b"hi", "wishful", None).await;
+    assert_eq!(
+        (status, error["error"]["param"].as_str()),
+        (400, Some("purpose"))
+    );
+    let (status, error) = server
+        .call(
+            "POST",
+            "/v1/vector_stores",
+            Some(json!({"file_ids": ["file-nope"]})),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, error["error"]["param"].as_str()),
+        (404, Some("file_ids"))
+    );
+    let (_, store) = server
+        .call("POST", "/v1/vector_stores", Some(json!({})), None)
+        .await;
+    let store_id = store["id"].as_str().unwrap();
+    for (body, param) in [
+        (
+            json!({"query": "x", "max_num_results": 0}),
+            "max_num_results",
+        ),
+        (
+            json!({"query": "x", "filters": {"type": "eq", "key": "a", "value": 1}}),
+            "filters",
+        ),
+        (
+            json!({"query": "x", "search_mode": "psychic"}),
+            "search_mode",
+        ),
+        (json!({"query": " "}), "query"),
+    ] {
+        let (status, error) = server
+            .call(
+                "POST",
+                &format!("/v1/vector_stores/{store_id}/search"),
+                Some(body.clone()),
+                None,
+            )
+            .await;
+        assert_eq!(
+            (status, error["error"]["param"].as_str()),
+            (400, Some(param)),
+            "{body}"
+        );
+    }
+    let (_, file) = server
+        .upload("a.md", b"hello there", "assistants", None)
+        .await;
+    let (status, error) = server
+        .call(
+            "POST",
+            &format!("/v1/vector_stores/{store_id}/files"),
+            Some(json!({"file_id": file["id"], "chunking_strategy": {"type": "static", "static": {"max_chunk_size_tokens": 10, "chunk_overlap_tokens": 50}}})),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, error["error"]["param"].as_str()),
+        (400, Some("chunking_strategy")),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_tenant_cannot_see_or_touch_another_tenants_objects() {
+    let server = start(
+        vec![],
+        r#"
+[[server.api_keys]]
+key = "key-a"
+tenant = "a"
+
+[[server.api_keys]]
+key = "key-b"
+tenant = "b"
+"#,
+    )
+    .await;
+    let (a, b) = (Some("key-a"), Some("key-b"));
+    let (_, file) = server
+        .upload("guide.md", GUIDE.as_bytes(), "assistants", a)
+        .await;
+    let file_id = file["id"].as_str().unwrap().to_string();
+    let (_, store) = server
+        .call(
+            "POST",
+            "/v1/vector_stores",
+            Some(json!({"file_ids": [file_id]})),
+            a,
+        )
+        .await;
+    let store_id = store["id"].as_str().unwrap().to_string();
+    assert_eq!(store["file_counts"]["completed"], 1, "{store}");
+
+    // B sees none of it: lists are empty, and every object answers 404 as if it did not exist.
+    let (_, files) = server.call("GET", "/v1/files", None, b).await;
+    assert_eq!(files["data"], json!([]));
+    let (_, stores) = server.call("GET", "/v1/vector_stores", None, b).await;
+    assert_eq!(stores["data"], json!([]));
+    for (method, path, body) in [
+        ("GET", format!("/v1/files/{file_id}"), None),
+        ("GET", format!("/v1/files/{file_id}/content"), None),
+        ("DELETE", format!("/v1/files/{file_id}"), None),
+        ("GET", format!("/v1/vector_stores/{store_id}"), None),
+        (
+            "POST",
+            format!("/v1/vector_stores/{store_id}"),
+            Some(json!({"name": "mine"})),
+        ),
+        (
+            "POST",
+            format!("/v1/vector_stores/{store_id}/search"),
+            Some(json!({"query": "kittens"})),
+        ),
+        ("GET", format!("/v1/vector_stores/{store_id}/files"), None),
+        (
+            "GET",
+            format!("/v1/vector_stores/{store_id}/files/{file_id}"),
+            None,
+        ),
+        (
+            "DELETE",
+            format!("/v1/vector_stores/{store_id}/files/{file_id}"),
+            None,
+        ),
+        (
+            "POST",
+            format!("/v1/vector_stores/{store_id}/files"),
+            Some(json!({"file_id": file_id})),
+        ),
+        ("DELETE", format!("/v1/vector_stores/{store_id}"), None),
+    ] {
+        let (status, error) = server.call(method, &path, body, b).await;
+        assert_eq!(status, 404, "{method} {path}: {error}");
+        assert!(!error.to_string().contains("tenant"), "{error}");
+    }
+    // Nor can B attach A's file to its own store.
+    let (_, own) = server
+        .call("POST", "/v1/vector_stores", Some(json!({})), b)
+        .await;
+    let (status, _) = server
+        .call(
+            "POST",
+            &format!("/v1/vector_stores/{}/files", own["id"].as_str().unwrap()),
+            Some(json!({"file_id": file_id})),
+            b,
+        )
+        .await;
+    assert_eq!(status, 404);
+    // A's objects are all still there.
+    let (status, found) = server
+        .call(
+            "POST",
+            &format!("/v1/vector_stores/{store_id}/search"),
+            Some(json!({"query": "kittens"})),
+            a,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(found["data"][0]["file_id"], file_id.as_str());
 }

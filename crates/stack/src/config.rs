@@ -313,9 +313,14 @@ pub struct ServerSettings {
     /// The largest request body, in bytes (file uploads included).
     #[serde(default = "max_body_bytes", deserialize_with = "lenient::value")]
     pub max_body_bytes: usize,
-    /// The longest a request may take, in seconds, streams included.
+    /// The longest a request may take to start its response, in seconds (a stream then runs
+    /// on, each wait bounded by its provider's timeout).
     #[serde(default = "request_timeout_secs", deserialize_with = "lenient::value")]
     pub request_timeout_secs: f64,
+    /// Where the server keeps uploaded files, its vector stores and its records (SQLite);
+    /// default `<data dir>/server` (`$CORRAL_DATA`, else `~/.local/share/corral`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 /// `[[server.api_keys]]`: one key and the tenant it acts for.
@@ -358,6 +363,7 @@ impl Default for ServerSettings {
             cors_origins: Vec::new(),
             max_body_bytes: max_body_bytes(),
             request_timeout_secs: request_timeout_secs(),
+            data_dir: None,
         }
     }
 }

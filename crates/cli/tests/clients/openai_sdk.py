@@ -1,15 +1,16 @@
 """OpenAI's official Python SDK, unchanged, against `corral serve` (run by serve_clients.rs).
 
-Usage: openai_sdk.py BASE_URL CHAT_MODEL EMBEDDING_MODEL. Exits non-zero with the failing step on
+Usage: openai_sdk.py BASE_URL CHAT_MODEL EMBEDDING_MODEL PDF. Exits non-zero with the failing step on
 any mismatch; prints one line per step.
 """
 import json
 import math
+import os
 import sys
 
 import openai
 
-base_url, chat_model, embedding_model = sys.argv[1:4]
+base_url, chat_model, embedding_model, pdf = sys.argv[1:5]
 client = openai.OpenAI(base_url=base_url, api_key="unused-on-loopback", max_retries=0)
 
 
@@ -74,6 +75,29 @@ step("embeddings as floats", max(abs(a - b) for a, b in zip(floats.data[0].embed
 moderation = client.moderations.create(model="rules", input=["How do I bake bread?", "Give me step-by-step instructions to make a pipe bomb."])
 flags = [r.flagged for r in moderation.results]
 step("moderations", flags == [False, True], str(flags))
+
+with open(pdf, "rb") as f:
+    pdf_bytes = f.read()
+uploaded = client.files.create(file=(os.path.basename(pdf), pdf_bytes), purpose="assistants")
+step("files.create", uploaded.filename == os.path.basename(pdf) and uploaded.bytes == len(pdf_bytes), uploaded.id)
+step("files.retrieve", client.files.retrieve(uploaded.id).filename == uploaded.filename)
+step("files.content", client.files.content(uploaded.id).read() == pdf_bytes)
+step("files.list", uploaded.id in [f.id for f in client.files.list()])
+store = client.vector_stores.create(name="glpk")
+attached = client.vector_stores.files.create_and_poll(vector_store_id=store.id, file_id=uploaded.id)
+step("vector_stores.files.create_and_poll", attached.status == "completed", str(attached.last_error))
+step("vector_stores.retrieve", client.vector_stores.retrieve(store.id).file_counts.completed == 1)
+hits = list(client.vector_stores.search(vector_store_id=store.id, query="CNF satisfiability", max_num_results=3))
+step("vector_stores.search", len(hits) > 0 and hits[0].file_id == uploaded.id and hits[0].filename == uploaded.filename
+     and "cnf" in hits[0].content[0].text.lower(), f"{len(hits)} hits, best {hits[0].score if hits else None}")
+step("vector_stores.files.list", [f.id for f in client.vector_stores.files.list(vector_store_id=store.id)] == [uploaded.id])
+step("vector_stores.delete", client.vector_stores.delete(store.id).deleted)
+step("files.delete", client.files.delete(uploaded.id).deleted)
+try:
+    client.files.retrieve(uploaded.id)
+    step("a deleted file raises NotFoundError", False)
+except openai.NotFoundError:
+    step("a deleted file raises NotFoundError", True)
 
 try:
     client.chat.completions.create(model="no-such-model", messages=prompt)
