@@ -11,6 +11,7 @@ pub mod auth;
 pub mod error;
 mod files;
 pub mod openai;
+mod responses;
 mod routes;
 mod state;
 mod vector_stores;
@@ -184,6 +185,15 @@ pub fn router(app: Arc<App>, auth: Auth, settings: &ServerSettings) -> Router {
             .route(
                 &format!("{prefix}/vector_stores/:store_id/file_batches/:batch_id"),
                 get(vector_stores::get_batch),
+            )
+            .route(&format!("{prefix}/responses"), post(responses::create))
+            .route(
+                &format!("{prefix}/responses/:response_id"),
+                get(responses::get).delete(responses::delete),
+            )
+            .route(
+                &format!("{prefix}/responses/:response_id/input_items"),
+                get(responses::input_items),
             );
     }
     let api = api

@@ -136,7 +136,10 @@ fn require_model(stack: &Stack, model: &str, kind: ModelKind) -> Result<(), ApiE
 }
 
 /// The configured chat model `id` (a 404 or 400 naming `model` when it is not one).
-async fn chat_model(stack: &Stack, id: &str) -> Result<Arc<dyn corral_core::ChatModel>, ApiError> {
+pub async fn chat_model(
+    stack: &Stack,
+    id: &str,
+) -> Result<Arc<dyn corral_core::ChatModel>, ApiError> {
     require_model(stack, id, ModelKind::Chat)?;
     stack
         .chat_model(id)

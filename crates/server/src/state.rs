@@ -25,6 +25,10 @@ CREATE TABLE IF NOT EXISTS vector_store_files (
     chunks INTEGER NOT NULL, attributes TEXT NOT NULL, chunking TEXT NOT NULL,
     created_at INTEGER NOT NULL, PRIMARY KEY (store_id, file_id)
 );
+CREATE TABLE IF NOT EXISTS responses (
+    id TEXT PRIMARY KEY, tenant TEXT NOT NULL, created_at INTEGER NOT NULL, body TEXT NOT NULL,
+    input_items TEXT NOT NULL, messages TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS file_batches (
     id TEXT PRIMARY KEY, store_id TEXT NOT NULL, file_ids TEXT NOT NULL, created_at INTEGER NOT NULL
 );
@@ -358,5 +362,56 @@ impl Records {
             .map_err(db_error)?
             .map(|(ids, at)| (serde_json::from_str(&ids).unwrap_or_default(), at))
             .ok_or_else(|| ApiError::not_found("file batch", id))
+    }
+
+    /// Stores a response: its body as returned, the input items it was given, and the whole
+    /// conversation after it (for `previous_response_id`).
+    pub fn put_response(
+        &self,
+        tenant: &str,
+        id: &str,
+        created_at: u64,
+        body: &Value,
+        input_items: &Value,
+        messages: &Value,
+    ) -> Result<(), ApiError> {
+        self.db()
+            .execute(
+                "INSERT OR REPLACE INTO responses (id, tenant, created_at, body, input_items, messages)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![id, tenant, created_at as i64, body.to_string(), input_items.to_string(), messages.to_string()],
+            )
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// A stored response's body, input items and conversation.
+    pub fn response(&self, tenant: &str, id: &str) -> Result<(Value, Value, Value), ApiError> {
+        self.db()
+            .query_row(
+                "SELECT body, input_items, messages FROM responses WHERE tenant = ?1 AND id = ?2",
+                params![tenant, id],
+                |row| {
+                    Ok((
+                        json_of(row.get(0)?),
+                        json_of(row.get(1)?),
+                        json_of(row.get(2)?),
+                    ))
+                },
+            )
+            .optional()
+            .map_err(db_error)?
+            .ok_or_else(|| ApiError::not_found("response", id))
+    }
+
+    pub fn delete_response(&self, tenant: &str, id: &str) -> Result<bool, ApiError> {
+        let removed = self
+            .db()
+            .execute(
+                "DELETE FROM responses WHERE tenant = ?1 AND id = ?2",
+                params![tenant, id],
+            )
+            .map_err(db_error)?;
+        Ok(removed > 0)
     }
 }

@@ -20,7 +20,8 @@ use crate::error::{ApiError, Body};
 use crate::routes::{AppState, new_id, now, page};
 use crate::state::{StoreFileRecord, StoreRecord};
 
-fn internal(what: &str, e: impl std::fmt::Display) -> ApiError {
+/// A failure of ours (not the request's): logged in full, answered in summary.
+pub fn internal_error(what: &str, e: impl std::fmt::Display) -> ApiError {
     tracing::error!("{what}: {e}");
     ApiError::new(
         axum::http::StatusCode::INTERNAL_SERVER_ERROR,
@@ -112,7 +113,7 @@ impl crate::App {
         }
         let s = Arc::new(
             EmbeddedStore::open(&self.store_dir(&store.id), store.dimension)
-                .map_err(|e| internal(&format!("opening vector store {}", store.id), e))?,
+                .map_err(|e| internal_error(&format!("opening vector store {}", store.id), e))?,
         );
         open.insert(store.id.clone(), s.clone());
         Ok(s)
@@ -301,7 +302,7 @@ async fn attach(
             ),
             None => ("completed", None, report.chunks as u64),
         },
-        Err(e) => return Err(internal(&format!("ingesting {file_id}"), e)),
+        Err(e) => return Err(internal_error(&format!("ingesting {file_id}"), e)),
     };
     let record = StoreFileRecord {
         file_id: file_id.to_string(),
@@ -321,7 +322,12 @@ pub async fn detach(app: &crate::App, store: &StoreRecord, file_id: &str) -> Res
     let file_dir = app.file_dir(file_id);
     let mut names = match tokio::fs::read_dir(&file_dir).await {
         Ok(names) => names,
-        Err(e) => return Err(internal(&format!("reading {}", file_dir.display()), e)),
+        Err(e) => {
+            return Err(internal_error(
+                &format!("reading {}", file_dir.display()),
+                e,
+            ));
+        }
     };
     let target = app.open_store(store)?;
     while let Ok(Some(entry)) = names.next_entry().await {
@@ -329,7 +335,7 @@ pub async fn detach(app: &crate::App, store: &StoreRecord, file_id: &str) -> Res
         target
             .delete_document(&id)
             .await
-            .map_err(|e| internal(&format!("removing {file_id} from {}", store.id), e))?;
+            .map_err(|e| internal_error(&format!("removing {file_id} from {}", store.id), e))?;
     }
     app.records.delete_store_file(&store.id, file_id)?;
     Ok(())
@@ -549,6 +555,49 @@ pub async fn search(
     if text.trim().is_empty() {
         return Err(ApiError::invalid_param("query", "`query` is empty"));
     }
+    let hits = search_store(&app, &store, &text, top_k, mode, min_score).await?;
+    let data: Vec<Value> = hits
+        .into_iter()
+        .map(|hit| {
+            json!({
+                "file_id": hit.file_id,
+                "filename": hit.filename,
+                "score": hit.score,
+                "attributes": hit.attributes,
+                "content": [{"type": "text", "text": hit.text}],
+                "pages": hit.pages,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "object": "vector_store.search_results.page",
+        "search_query": queries,
+        "data": data,
+        "has_more": false,
+        "next_page": null,
+    })))
+}
+
+/// A passage found in a vector store, with the file it came from.
+#[derive(Debug, Clone)]
+pub struct FoundPassage {
+    pub file_id: String,
+    pub filename: String,
+    pub score: f32,
+    pub attributes: Value,
+    pub text: String,
+    pub pages: Option<corral_core::PageRange>,
+}
+
+/// Searches `store` for `text` (embedding it unless the search is by keyword).
+pub async fn search_store(
+    app: &crate::App,
+    store: &StoreRecord,
+    text: &str,
+    top_k: usize,
+    mode: SearchMode,
+    min_score: Option<f32>,
+) -> Result<Vec<FoundPassage>, ApiError> {
     let embedding = if mode == SearchMode::Keyword {
         None
     } else {
@@ -558,19 +607,19 @@ pub async fn search(
             .await
             .map_err(|e| ApiError::from_capability(&e))?;
         let mut vectors = embedder
-            .embed(std::slice::from_ref(&text))
+            .embed(&[text.to_string()])
             .await
             .map_err(|e| ApiError::from_capability(&e))?;
         Some(
             vectors
                 .pop()
-                .ok_or_else(|| internal("embedding the query", "no vector"))?,
+                .ok_or_else(|| internal_error("embedding the query", "no vector"))?,
         )
     };
-    let target = app.open_store(&store)?;
+    let target = app.open_store(store)?;
     let hits = target
         .search(&SearchQuery {
-            text: text.clone(),
+            text: text.to_string(),
             embedding,
             mode,
             fusion: Fusion::default(),
@@ -581,8 +630,8 @@ pub async fn search(
         .await
         .map_err(|e| ApiError::from_capability(&e))?;
     let files = app.records.store_files(&store.id)?;
-    let data: Vec<Value> = hits
-        .iter()
+    Ok(hits
+        .into_iter()
         .map(|hit| {
             let path = std::path::Path::new(&hit.chunk.source);
             let file_id = path
@@ -598,21 +647,14 @@ pub async fn search(
                 .iter()
                 .find(|f| f.file_id == file_id)
                 .map_or_else(|| json!({}), |f| f.attributes.clone());
-            json!({
-                "file_id": file_id,
-                "filename": filename,
-                "score": hit.score,
-                "attributes": attributes,
-                "content": [{"type": "text", "text": hit.chunk.text}],
-                "pages": hit.chunk.pages,
-            })
+            FoundPassage {
+                file_id,
+                filename,
+                score: hit.score,
+                attributes,
+                text: hit.chunk.text,
+                pages: hit.chunk.pages,
+            }
         })
-        .collect();
-    Ok(Json(json!({
-        "object": "vector_store.search_results.page",
-        "search_query": queries,
-        "data": data,
-        "has_more": false,
-        "next_page": null,
-    })))
+        .collect())
 }

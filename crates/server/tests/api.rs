@@ -1052,3 +1052,316 @@ tenant = "b"
     assert_eq!(status, 200);
     assert_eq!(found["data"][0]["file_id"], file_id.as_str());
 }
+
+/// The `(event, data)` pairs of a streamed response.
+async fn events(server: &Server, path: &str, body: Value) -> Vec<(String, Value)> {
+    let text = server
+        .client
+        .post(format!("{}{path}", server.base))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let mut kind = String::new();
+    for line in text.lines() {
+        if let Some(k) = line.strip_prefix("event: ") {
+            kind = k.to_string();
+        } else if let Some(data) = line.strip_prefix("data: ") {
+            out.push((kind.clone(), serde_json::from_str(data).unwrap()));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_response_with_file_search_cites_the_file() {
+    let server = start(vec![Step::text("Kittens sleep sixteen hours [1].")], "").await;
+    let (_, file) = server
+        .upload("guide.md", GUIDE.as_bytes(), "assistants", None)
+        .await;
+    let file_id = file["id"].as_str().unwrap().to_string();
+    let (_, store) = server
+        .call(
+            "POST",
+            "/v1/vector_stores",
+            Some(json!({"file_ids": [file_id]})),
+            None,
+        )
+        .await;
+    let (status, response) = server
+        .call(
+            "POST",
+            "/v1/responses",
+            Some(json!({
+                "model": "chat",
+                "input": "How long do kittens sleep?",
+                "instructions": "Be brief.",
+                "tools": [{"type": "file_search", "vector_store_ids": [store["id"]]}]
+            })),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{response}");
+    assert_eq!(response["object"], "response");
+    assert_eq!(response["status"], "completed");
+    let search = &response["output"][0];
+    assert_eq!(search["type"], "file_search_call");
+    assert_eq!(search["queries"][0], "How long do kittens sleep?");
+    assert_eq!(search["results"][0]["file_id"], file_id.as_str());
+    let message = &response["output"][1];
+    assert_eq!(message["type"], "message");
+    let text = &message["content"][0];
+    assert_eq!(text["type"], "output_text");
+    assert_eq!(text["text"], "Kittens sleep sixteen hours [1].");
+    let citation = &text["annotations"][0];
+    assert_eq!(citation["type"], "file_citation");
+    assert_eq!(citation["file_id"], file_id.as_str());
+    assert_eq!(citation["filename"], "guide.md");
+    // The position (in characters) of the marker, as OpenAI's citations give it.
+    assert_eq!(citation["index"], "Kittens sleep sixteen hours ".chars().count());
+    // The model read the instructions, then the numbered passages, then the question.
+    let request = &server.model.requests()[0];
+    assert_eq!(request.messages[0], Message::system("Be brief."));
+    let context = request.messages[1].text();
+    assert!(
+        context.contains("[1] guide.md") && context.contains("Kittens sleep"),
+        "{context}"
+    );
+    assert_eq!(
+        request.messages[2],
+        Message::user("How long do kittens sleep?")
+    );
+    // Stored: readable again, with its input items.
+    let id = response["id"].as_str().unwrap();
+    let (_, again) = server
+        .call("GET", &format!("/v1/responses/{id}"), None, None)
+        .await;
+    assert_eq!(again, response);
+    let (_, items) = server
+        .call(
+            "GET",
+            &format!("/v1/responses/{id}/input_items"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        items["data"][0]["content"][0]["text"],
+        "How long do kittens sleep?"
+    );
+    let (status, _) = server
+        .call("DELETE", &format!("/v1/responses/{id}"), None, None)
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = server
+        .call("GET", &format!("/v1/responses/{id}"), None, None)
+        .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn function_calls_round_trip_through_previous_response_id() {
+    let call = ToolCall {
+        id: "call_7".into(),
+        name: "weather".into(),
+        arguments: json!({"city": "Oslo"}),
+    };
+    let server = start(
+        vec![
+            Step::tool_calls(vec![call]),
+            Step::text("It rains in Oslo."),
+        ],
+        "",
+    )
+    .await;
+    let tool = json!({"type": "function", "name": "weather", "description": "Weather by city",
+                      "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}});
+    let (status, first) = server
+        .call(
+            "POST",
+            "/v1/responses",
+            Some(json!({"model": "chat", "input": "Weather in Oslo?", "tools": [tool]})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{first}");
+    let item = &first["output"][0];
+    assert_eq!(item["type"], "function_call");
+    assert_eq!(item["call_id"], "call_7");
+    assert_eq!(item["name"], "weather");
+    assert_eq!(
+        serde_json::from_str::<Value>(item["arguments"].as_str().unwrap()).unwrap(),
+        json!({"city": "Oslo"})
+    );
+    assert_eq!(server.model.requests()[0].tools[0].name, "weather");
+    let (status, second) = server
+        .call(
+            "POST",
+            "/v1/responses",
+            Some(json!({
+                "model": "chat",
+                "previous_response_id": first["id"],
+                "input": [{"type": "function_call_output", "call_id": "call_7", "output": "rain"}],
+                "tools": [tool]
+            })),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(
+        second["output"][0]["content"][0]["text"],
+        "It rains in Oslo."
+    );
+    assert_eq!(second["previous_response_id"], first["id"]);
+    let messages = &server.model.requests()[1].messages;
+    assert_eq!(messages[0], Message::user("Weather in Oslo?"));
+    assert!(
+        matches!(&messages[1], Message::Assistant { tool_calls, .. } if tool_calls[0].id == "call_7")
+    );
+    assert_eq!(messages[2], Message::tool_result("call_7", "rain"));
+    // Not stored: nothing to read back.
+    let server = start(vec![Step::text("ok")], "").await;
+    let (_, unstored) = server
+        .call(
+            "POST",
+            "/v1/responses",
+            Some(json!({"model": "chat", "input": "hi", "store": false})),
+            None,
+        )
+        .await;
+    let (status, _) = server
+        .call(
+            "GET",
+            &format!("/v1/responses/{}", unstored["id"].as_str().unwrap()),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    for (body, param) in [
+        (json!({"model": "chat", "input": 5}), "input"),
+        (
+            json!({"model": "chat", "input": [{"type": "reasoning"}]}),
+            "input[0]",
+        ),
+        (
+            json!({"model": "chat", "input": "x", "tools": [{"type": "web_search_preview"}]}),
+            "tools[0].type",
+        ),
+        (
+            json!({"model": "chat", "input": "x", "tools": [{"type": "file_search", "vector_store_ids": []}]}),
+            "tools[0]",
+        ),
+        (
+            json!({"model": "chat", "input": "x", "previous_response_id": "resp_nope"}),
+            "previous_response_id",
+        ),
+    ] {
+        let (status, error) = server
+            .call("POST", "/v1/responses", Some(body.clone()), None)
+            .await;
+        assert!(status == 400 || status == 404, "{body}: {status}");
+        assert_eq!(error["error"]["param"], param, "{body}: {error}");
+    }
+}
+
+#[tokio::test]
+async fn a_streamed_response_sends_the_events_clients_expect() {
+    let server = start(vec![Step::text("Hello there.")], "").await;
+    let events = events(
+        &server,
+        "/v1/responses",
+        json!({"model": "chat", "input": "Hi", "stream": true}),
+    )
+    .await;
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds[..2], ["response.created", "response.in_progress"]);
+    assert_eq!(kinds.last(), Some(&"response.completed"));
+    for expected in [
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+    ] {
+        assert!(kinds.contains(&expected), "{expected} in {kinds:?}");
+    }
+    let numbers: Vec<u64> = events
+        .iter()
+        .map(|(_, d)| d["sequence_number"].as_u64().unwrap())
+        .collect();
+    assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "{numbers:?}");
+    assert!(events.iter().all(|(k, d)| d["type"] == k.as_str()));
+    let text: String = events
+        .iter()
+        .filter(|(k, _)| k == "response.output_text.delta")
+        .map(|(_, d)| d["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(text, "Hello there.");
+    let done = &events.last().unwrap().1["response"];
+    assert_eq!(done["output"][0]["content"][0]["text"], "Hello there.");
+    let (status, stored) = server
+        .call(
+            "GET",
+            &format!("/v1/responses/{}", done["id"].as_str().unwrap()),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!((status, &stored), (200, done));
+}
+
+#[tokio::test]
+async fn another_tenant_cannot_read_or_continue_a_response() {
+    let server = start(
+        vec![Step::text("Secret plans.")],
+        r#"
+[[server.api_keys]]
+key = "key-a"
+tenant = "a"
+
+[[server.api_keys]]
+key = "key-b"
+tenant = "b"
+"#,
+    )
+    .await;
+    let (_, response) = server
+        .call(
+            "POST",
+            "/v1/responses",
+            Some(json!({"model": "chat", "input": "plans?"})),
+            Some("key-a"),
+        )
+        .await;
+    let id = response["id"].as_str().unwrap();
+    for (method, path) in [
+        ("GET", format!("/v1/responses/{id}")),
+        ("GET", format!("/v1/responses/{id}/input_items")),
+        ("DELETE", format!("/v1/responses/{id}")),
+    ] {
+        let (status, _) = server.call(method, &path, None, Some("key-b")).await;
+        assert_eq!(status, 404, "{method} {path}");
+    }
+    let (status, error) = server
+        .call(
+            "POST",
+            "/v1/responses",
+            Some(json!({"model": "chat", "input": "more", "previous_response_id": id})),
+            Some("key-b"),
+        )
+        .await;
+    assert_eq!(
+        (status, error["error"]["param"].as_str()),
+        (404, Some("previous_response_id"))
+    );
+    let (status, _) = server
+        .call("GET", &format!("/v1/responses/{id}"), None, Some("key-a"))
+        .await;
+    assert_eq!(status, 200);
+}
