@@ -1122,7 +1122,10 @@ async fn a_response_with_file_search_cites_the_file() {
     assert_eq!(citation["file_id"], file_id.as_str());
     assert_eq!(citation["filename"], "guide.md");
     // The position (in characters) of the marker, as OpenAI's citations give it.
-    assert_eq!(citation["index"], "Kittens sleep sixteen hours ".chars().count());
+    assert_eq!(
+        citation["index"],
+        "Kittens sleep sixteen hours ".chars().count()
+    );
     // The model read the instructions, then the numbered passages, then the question.
     let request = &server.model.requests()[0];
     assert_eq!(request.messages[0], Message::system("Be brief."));

@@ -90,6 +90,19 @@ step("vector_stores.retrieve", client.vector_stores.retrieve(store.id).file_coun
 hits = list(client.vector_stores.search(vector_store_id=store.id, query="CNF satisfiability", max_num_results=3))
 step("vector_stores.search", len(hits) > 0 and hits[0].file_id == uploaded.id and hits[0].filename == uploaded.filename
      and "cnf" in hits[0].content[0].text.lower(), f"{len(hits)} hits, best {hits[0].score if hits else None}")
+response = client.responses.create(
+    model=chat_model, input="What is CNF satisfiability?", max_output_tokens=24, temperature=0,
+    tools=[{"type": "file_search", "vector_store_ids": [store.id], "max_num_results": 3}],
+)
+kinds = [item.type for item in response.output]
+searched = [item for item in response.output if item.type == "file_search_call"]
+step("responses.create with file_search", kinds[:2] == ["file_search_call", "message"]
+     and searched[0].results[0].file_id == uploaded.id and isinstance(response.output_text, str), str(kinds))
+step("responses.retrieve", client.responses.retrieve(response.id).id == response.id)
+follow = client.responses.create(model=chat_model, input="And in one word?", previous_response_id=response.id, max_output_tokens=4, temperature=0)
+step("responses.create with previous_response_id", follow.previous_response_id == response.id and follow.output[0].type == "message")
+events = [event.type for event in client.responses.create(model=chat_model, input="The capital city of France is called", max_output_tokens=4, temperature=0, stream=True)]
+step("responses stream", events[0] == "response.created" and events[-1] == "response.completed" and "response.output_text.delta" in events, f"{len(events)} events")
 step("vector_stores.files.list", [f.id for f in client.vector_stores.files.list(vector_store_id=store.id)] == [uploaded.id])
 step("vector_stores.delete", client.vector_stores.delete(store.id).deleted)
 step("files.delete", client.files.delete(uploaded.id).deleted)
