@@ -1,6 +1,7 @@
 //! `corral serve` driven by real, unchanged API clients over loopback, with the local models and a
-//! real PDF: the official `openai` Python SDK (`scripts/fetch-test-clients.sh` installs it in a
-//! virtualenv under the cache; `scripts/test.sh` runs that first).
+//! real PDF: the official `openai` Python SDK and Llama Stack's Python client 0.2.12
+//! (`scripts/fetch-test-clients.sh` installs both in a virtualenv under the cache;
+//! `scripts/test.sh` runs that first).
 
 mod support;
 
@@ -93,29 +94,44 @@ params = {{ presets = ["harmful-requests"] }}
     }
 }
 
-#[test]
-fn the_openai_python_sdk_works_unchanged() {
+/// Runs a client script from `tests/clients/` against `base`, with the models and `pdf`.
+fn run_client(script: &str, base: &str, pdf: &std::path::Path) {
     let python = needed(
         cache().join("venv-clients/bin/python"),
         "scripts/fetch-test-clients.sh",
     );
-    let pdf = needed(
-        cache().join("pdfs/glpk-doc/cnfsat.pdf"),
-        "scripts/fetch-test-pdfs.sh",
-    );
-    let served = serve();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/openai_sdk.py");
+    let script = format!("{}/tests/clients/{script}", env!("CARGO_MANIFEST_DIR"));
     let output = Command::new(python)
-        .args([script, &served.base_url, "gemma", "minilm"])
-        .arg(&pdf)
+        .args([&script, base, "gemma", "minilm"])
+        .arg(pdf)
         .output()
         .expect("python runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     println!("{stdout}");
     assert!(
         output.status.success(),
-        "the SDK script failed:\n{stdout}\n{}",
+        "{script} failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("all steps passed"));
+}
+
+fn pdf() -> std::path::PathBuf {
+    needed(
+        cache().join("pdfs/glpk-doc/cnfsat.pdf"),
+        "scripts/fetch-test-pdfs.sh",
+    )
+}
+
+#[test]
+fn llama_stacks_python_client_0_2_12_works_unchanged() {
+    let served = serve();
+    let base = served.base_url.trim_end_matches("/v1").to_string();
+    run_client("llama_stack_0212.py", &base, &pdf());
+}
+
+#[test]
+fn the_openai_python_sdk_works_unchanged() {
+    let served = serve();
+    run_client("openai_sdk.py", &served.base_url, &pdf());
 }

@@ -149,6 +149,7 @@ pub async fn chat_model(
 
 pub async fn chat_completions(
     State(app): State<AppState>,
+    uri: axum::http::Uri,
     Body(request): Body<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     let stack = &app.stack;
@@ -182,28 +183,35 @@ pub async fn chat_completions(
         })
     };
     let first = chunk(json!({"role": "assistant", "content": ""}), None);
-    let events = sse_events(first, deltas, include_usage, move |delta| match delta {
-        ChatDelta::Text { text } => Some(chunk(json!({"content": text}), None)),
-        ChatDelta::ToolCall(call) => {
-            let mut function = json!({"arguments": call.arguments});
-            if let Some(name) = &call.name {
-                function["name"] = json!(name);
+    let events = sse_events(
+        first,
+        deltas,
+        include_usage,
+        ends_with_done(&uri),
+        move |delta| match delta {
+            ChatDelta::Text { text } => Some(chunk(json!({"content": text}), None)),
+            ChatDelta::ToolCall(call) => {
+                let mut function = json!({"arguments": call.arguments});
+                if let Some(name) = &call.name {
+                    function["name"] = json!(name);
+                }
+                let mut entry = json!({"index": call.index, "function": function});
+                if let Some(id) = &call.id {
+                    entry["id"] = json!(id);
+                    entry["type"] = json!("function");
+                }
+                Some(chunk(json!({"tool_calls": [entry]}), None))
             }
-            let mut entry = json!({"index": call.index, "function": function});
-            if let Some(id) = &call.id {
-                entry["id"] = json!(id);
-                entry["type"] = json!("function");
-            }
-            Some(chunk(json!({"tool_calls": [entry]}), None))
-        }
-        ChatDelta::Finish { reason } => Some(chunk(json!({}), Some(finish_reason(*reason)))),
-        ChatDelta::Usage(_) | ChatDelta::ToolCallError { .. } => None,
-    });
+            ChatDelta::Finish { reason } => Some(chunk(json!({}), Some(finish_reason(*reason)))),
+            ChatDelta::Usage(_) | ChatDelta::ToolCallError { .. } => None,
+        },
+    );
     Ok(sse(events))
 }
 
 pub async fn completions(
     State(app): State<AppState>,
+    uri: axum::http::Uri,
     Body(request): Body<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     let stack = &app.stack;
@@ -247,12 +255,24 @@ pub async fn completions(
         })
     };
     let first = chunk("", None);
-    let events = sse_events(first, deltas, include_usage, move |delta| match delta {
-        ChatDelta::Text { text } => Some(chunk(text, None)),
-        ChatDelta::Finish { reason } => Some(chunk("", Some(finish_reason(*reason)))),
-        _ => None,
-    });
+    let events = sse_events(
+        first,
+        deltas,
+        include_usage,
+        ends_with_done(&uri),
+        move |delta| match delta {
+            ChatDelta::Text { text } => Some(chunk(text, None)),
+            ChatDelta::Finish { reason } => Some(chunk("", Some(finish_reason(*reason)))),
+            _ => None,
+        },
+    );
     Ok(sse(events))
+}
+
+/// Whether a stream ends with `[DONE]`: as OpenAI's do, except under Llama Stack's alias, whose
+/// clients (0.2) read every event as JSON and whose server sends none.
+fn ends_with_done(uri: &axum::http::Uri) -> bool {
+    !uri.path().starts_with(crate::OPENAI_ALIAS)
 }
 
 fn sse(events: impl Stream<Item = Event> + Send + 'static) -> Response {
@@ -262,13 +282,14 @@ fn sse(events: impl Stream<Item = Event> + Send + 'static) -> Response {
 }
 
 /// A stream's server-sent events: `first`, one per delta that `render` turns into a chunk, a
-/// usage chunk (no choices) when asked for, then `[DONE]`. An error mid-stream becomes an error
+/// usage chunk (no choices) when asked for, then `[DONE]` when `done`. An error mid-stream becomes an error
 /// event and ends the stream without `[DONE]` (OpenAI's clients raise it). Dropping the
 /// response drops `deltas`, which cancels generation.
 fn sse_events(
     first: Value,
     mut deltas: ChatStream,
     include_usage: bool,
+    done: bool,
     render: impl Fn(&ChatDelta) -> Option<Value> + Send + 'static,
 ) -> impl Stream<Item = Event> + Send + 'static {
     let data = |value: &Value| Event::default().data(value.to_string());
@@ -296,7 +317,9 @@ fn sse_events(
             last["usage"] = openai::usage(usage);
             yield data(&last);
         }
-        yield Event::default().data("[DONE]");
+        if done {
+            yield Event::default().data("[DONE]");
+        }
     }
 }
 

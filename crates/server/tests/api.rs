@@ -1368,3 +1368,23 @@ tenant = "b"
         .await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn streams_under_llama_stacks_alias_end_without_done() {
+    let server = start(vec![Step::text("Hi.")], "").await;
+    let events = server
+        .stream(
+            "/v1/openai/v1/chat/completions",
+            json!({"model": "chat", "messages": [{"role": "user", "content": "Hi"}], "stream": true}),
+        )
+        .await;
+    // Llama Stack's 0.2 clients parse every event as JSON.
+    assert!(
+        events
+            .iter()
+            .all(|e| serde_json::from_str::<Value>(e).is_ok()),
+        "{events:?}"
+    );
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["choices"][0]["finish_reason"], "stop");
+}
