@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod error;
 mod files;
+mod metrics;
 pub mod openai;
 mod responses;
 mod routes;
@@ -51,6 +52,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/shields"),
     ("POST", "/v1/safety/run-shield"),
     ("GET", "/v1/tools"),
+    ("GET", "/metrics"),
     ("POST", "/v1/files"),
     ("GET", "/v1/files"),
     ("GET", "/v1/files/{file_id}"),
@@ -84,6 +86,7 @@ pub struct App {
     records: state::Records,
     data_dir: PathBuf,
     open_stores: Mutex<HashMap<String, Arc<EmbeddedStore>>>,
+    metrics: metrics::Metrics,
 }
 
 impl App {
@@ -101,6 +104,7 @@ impl App {
             records,
             data_dir,
             open_stores: Mutex::new(HashMap::new()),
+            metrics: metrics::Metrics::default(),
         })
     }
 
@@ -203,6 +207,7 @@ pub fn router(app: Arc<App>, auth: Auth, settings: &ServerSettings) -> Router {
         .route("/v1/shields", get(routes::list_shields))
         .route("/v1/safety/run-shield", post(routes::run_shield))
         .route("/v1/tools", get(routes::list_tools))
+        .route("/metrics", get(metrics::render))
         .fallback(routes::not_found)
         .route_layer(axum::middleware::from_fn_with_state(
             auth,
@@ -212,6 +217,10 @@ pub fn router(app: Arc<App>, auth: Auth, settings: &ServerSettings) -> Router {
     let mut app = Router::new()
         .route("/v1/health", get(routes::health))
         .merge(api)
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            metrics::record,
+        ))
         .with_state(app)
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(

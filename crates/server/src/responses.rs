@@ -453,12 +453,14 @@ pub async fn create(
     let model = crate::routes::chat_model(&app.stack, &request.model).await?;
     let stream = request.stream;
     let prepared = prepare(&app, &tenant, request).await?;
+    let meter = crate::routes::Meter::new(&app, &prepared.model);
     let message_id = new_id("msg");
     if !stream {
         let answer = model
             .complete(&prepared.request)
             .await
-            .map_err(|e| ApiError::from_capability(&e))?;
+            .map_err(|e| meter.fail(&e))?;
+        meter.usage(answer.usage);
         let (body, conversation) = prepared.finish(&answer, &message_id);
         prepared.save(&app, &tenant, &body, &conversation)?;
         return Ok(Json(body).into_response());
@@ -466,7 +468,7 @@ pub async fn create(
     let mut deltas = model
         .stream(&prepared.request)
         .await
-        .map_err(|e| ApiError::from_capability(&e))?;
+        .map_err(|e| meter.fail(&e))?;
     let events = async_stream::stream! {
         let mut sequence = 0u64;
         let mut event = |kind: &str, mut data: Value| {
@@ -492,7 +494,7 @@ pub async fn create(
             let delta = match delta {
                 Ok(delta) => delta,
                 Err(e) => {
-                    let error = ApiError::from_capability(&e);
+                    let error = meter.fail(&e);
                     yield event("error", json!({"code": error.code, "message": error.message, "param": null}));
                     return;
                 }
@@ -530,6 +532,7 @@ pub async fn create(
             collector.push(delta);
         }
         let answer = collector.finish();
+        meter.usage(answer.usage);
         let (body, conversation) = prepared.finish(&answer, &message_id);
         let output = body["output"].as_array().cloned().unwrap_or_default();
         for (i, item) in output.iter().enumerate().skip(message_index) {

@@ -158,21 +158,17 @@ pub async fn chat_completions(
     let stream = request.stream;
     let include_usage = openai::include_usage(request.stream_options.as_ref());
     let core = request.into_core()?;
+    let meter = Meter::new(&app, &model_id);
     let id = new_id("chatcmpl");
     let created = now();
     if !stream {
-        let response = model
-            .complete(&core)
-            .await
-            .map_err(|e| ApiError::from_capability(&e))?;
+        let response = model.complete(&core).await.map_err(|e| meter.fail(&e))?;
+        meter.usage(response.usage);
         return Ok(
             Json(openai::chat_completion(&id, created, &model_id, &response)).into_response(),
         );
     }
-    let deltas = model
-        .stream(&core)
-        .await
-        .map_err(|e| ApiError::from_capability(&e))?;
+    let deltas = model.stream(&core).await.map_err(|e| meter.fail(&e))?;
     let chunk = move |delta: Value, finish: Option<&str>| {
         json!({
             "id": id,
@@ -186,6 +182,7 @@ pub async fn chat_completions(
     let events = sse_events(
         first,
         deltas,
+        meter,
         include_usage,
         ends_with_done(&uri),
         move |delta| match delta {
@@ -220,16 +217,15 @@ pub async fn completions(
     let stream = request.stream;
     let include_usage = openai::include_usage(request.stream_options.as_ref());
     let core = request.into_core()?;
-    let deltas = model
-        .generate(&core)
-        .await
-        .map_err(|e| ApiError::from_capability(&e))?;
+    let meter = Meter::new(&app, &model_id);
+    let deltas = model.generate(&core).await.map_err(|e| meter.fail(&e))?;
     let id = new_id("cmpl");
     let created = now();
     if !stream {
         let response = corral_core::StreamCollector::collect(deltas)
             .await
-            .map_err(|e| ApiError::from_capability(&e))?;
+            .map_err(|e| meter.fail(&e))?;
+        meter.usage(response.usage);
         return Ok(Json(json!({
             "id": id,
             "object": "text_completion",
@@ -258,6 +254,7 @@ pub async fn completions(
     let events = sse_events(
         first,
         deltas,
+        meter,
         include_usage,
         ends_with_done(&uri),
         move |delta| match delta {
@@ -267,6 +264,31 @@ pub async fn completions(
         },
     );
     Ok(sse(events))
+}
+
+/// Counts a model's tokens and failures into the server's metrics.
+pub struct Meter {
+    app: AppState,
+    model: String,
+}
+
+impl Meter {
+    pub fn new(app: &AppState, model: &str) -> Self {
+        Self {
+            app: app.clone(),
+            model: model.to_string(),
+        }
+    }
+
+    /// Records a failed call and turns it into the client's error.
+    pub fn fail<E: corral_core::CapabilityError + std::fmt::Display>(&self, e: &E) -> ApiError {
+        self.app.metrics.model_error(&self.model, e.kind());
+        ApiError::from_capability(e)
+    }
+
+    pub fn usage(&self, usage: Option<corral_core::Usage>) {
+        self.app.metrics.tokens(&self.model, usage);
+    }
 }
 
 /// Whether a stream ends with `[DONE]`: as OpenAI's do, except under Llama Stack's alias, whose
@@ -288,6 +310,7 @@ fn sse(events: impl Stream<Item = Event> + Send + 'static) -> Response {
 fn sse_events(
     first: Value,
     mut deltas: ChatStream,
+    meter: Meter,
     include_usage: bool,
     done: bool,
     render: impl Fn(&ChatDelta) -> Option<Value> + Send + 'static,
@@ -307,11 +330,12 @@ fn sse_events(
                     }
                 }
                 Err(e) => {
-                    yield data(&ApiError::from_capability(&e).body());
+                    yield data(&meter.fail(&e).body());
                     return;
                 }
             }
         }
+        meter.usage(usage);
         if include_usage {
             last["choices"] = json!([]);
             last["usage"] = openai::usage(usage);

@@ -1388,3 +1388,50 @@ async fn streams_under_llama_stacks_alias_end_without_done() {
     let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
     assert_eq!(last["choices"][0]["finish_reason"], "stop");
 }
+
+#[tokio::test]
+async fn metrics_count_requests_tokens_and_model_errors() {
+    let answer = corral_core::ChatResponse {
+        text: "Hi.".into(),
+        tool_calls: Vec::new(),
+        finish_reason: corral_core::FinishReason::Stop,
+        usage: Some(corral_core::Usage {
+            prompt_tokens: 12,
+            completion_tokens: 3,
+        }),
+        tool_call_error: None,
+    };
+    let server = start(vec![Step::Reply(answer)], "").await;
+    let chat = json!({"model": "chat", "messages": [{"role": "user", "content": "Hi"}]});
+    let (status, _) = server.post("/v1/chat/completions", chat.clone()).await;
+    assert_eq!(status, 200);
+    // The script is used up: the model fails, and the failure is counted by kind.
+    let (status, _) = server.post("/v1/chat/completions", chat).await;
+    assert_eq!(status, 400);
+    server
+        .get("/v1/models/some-id-that-must-not-become-a-label")
+        .await;
+    let text = server
+        .client
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"corral_requests_total{method="POST",route="/v1/chat/completions",status="200"} 1"#,
+        r#"corral_requests_total{method="POST",route="/v1/chat/completions",status="400"} 1"#,
+        r#"corral_requests_total{method="GET",route="/v1/models/:model_id",status="404"} 1"#,
+        r#"corral_request_duration_seconds_count{route="/v1/chat/completions"} 2"#,
+        r#"corral_request_duration_seconds_bucket{route="/v1/chat/completions",le="+Inf"} 2"#,
+        r#"corral_tokens_total{model="chat",kind="prompt"} 12"#,
+        r#"corral_tokens_total{model="chat",kind="completion"} 3"#,
+        r#"corral_model_errors_total{model="chat",kind="InvalidRequest"} 1"#,
+        "# TYPE corral_request_duration_seconds histogram",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+    }
+    assert!(!text.contains("some-id-that-must-not-become-a-label"));
+}
