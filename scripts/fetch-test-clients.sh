@@ -1,19 +1,37 @@
 #!/usr/bin/env bash
-# Real API clients for the server's tests, in a virtualenv under the cache: OpenAI's official
-# Python SDK and Llama Stack's Python client 0.2.12 (the newest that installs on Python 3.11; it
-# imports `fire` and `requests` without declaring them, so they are installed too). Pinned.
-# Prints nothing when they are already there. Python is not a runtime dependency of Corral; this
-# is test set-up only.
+# Real API clients for the server's tests, pinned, under the cache (CORRAL_CACHE, default
+# ~/.cache/corral). Prints nothing for what is already there. Neither Python nor Node is a runtime
+# dependency of Corral; this is test set-up only.
+#   - venv-clients: OpenAI's Python SDK, and Llama Stack's Python client 0.2.12 (the newest that
+#     installs on Python 3.11; it imports `fire` and `requests` without declaring them);
+#   - npm-clients: the `openai` npm package and Llama Stack's TypeScript client (current API).
 set -euo pipefail
 cache="${CORRAL_CACHE:-$HOME/.cache/corral}"
-venv="$cache/venv-clients"
+
 OPENAI_VERSION="3.57.0"
 LLAMA_STACK_CLIENT_VERSION="0.2.12"
-if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "
+OPENAI_NPM_VERSION="7.59.0"
+LLAMA_STACK_CLIENT_NPM_VERSION="0.7.3"
+
+venv="$cache/venv-clients"
+if ! { [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "
 import sys, openai, llama_stack_client
-sys.exit(openai.__version__ != '$OPENAI_VERSION' or llama_stack_client.__version__ != '$LLAMA_STACK_CLIENT_VERSION')" 2>/dev/null; then
-    exit 0
+sys.exit(openai.__version__ != '$OPENAI_VERSION' or llama_stack_client.__version__ != '$LLAMA_STACK_CLIENT_VERSION')" 2>/dev/null; }; then
+    echo "setting up $venv (openai $OPENAI_VERSION, llama-stack-client $LLAMA_STACK_CLIENT_VERSION)"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q "openai==$OPENAI_VERSION" "llama-stack-client==$LLAMA_STACK_CLIENT_VERSION" fire requests
 fi
-echo "setting up $venv (openai $OPENAI_VERSION, llama-stack-client $LLAMA_STACK_CLIENT_VERSION)"
-python3 -m venv "$venv"
-"$venv/bin/pip" install -q "openai==$OPENAI_VERSION" "llama-stack-client==$LLAMA_STACK_CLIENT_VERSION" fire requests
+
+npm_dir="$cache/npm-clients"
+installed() {
+    local manifest="$npm_dir/node_modules/$1/package.json"
+    [[ -f "$manifest" ]] && node -e 'process.stdout.write(require(process.argv[1]).version)' "$manifest"
+}
+if [[ "$(installed openai || true)" != "$OPENAI_NPM_VERSION" || "$(installed llama-stack-client || true)" != "$LLAMA_STACK_CLIENT_NPM_VERSION" ]]; then
+    command -v npm >/dev/null || { echo "error: npm is not on PATH (Node 18 or later is needed)" >&2; exit 1; }
+    echo "installing openai@$OPENAI_NPM_VERSION and llama-stack-client@$LLAMA_STACK_CLIENT_NPM_VERSION into $npm_dir"
+    mkdir -p "$npm_dir"
+    [[ -f "$npm_dir/package.json" ]] || echo '{"private": true}' > "$npm_dir/package.json"
+    (cd "$npm_dir" && npm install --no-audit --no-fund --silent \
+        "openai@$OPENAI_NPM_VERSION" "llama-stack-client@$LLAMA_STACK_CLIENT_NPM_VERSION")
+fi

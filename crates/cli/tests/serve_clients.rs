@@ -1,7 +1,7 @@
 //! `corral serve` driven by real, unchanged API clients over loopback, with the local models and a
-//! real PDF: the official `openai` Python SDK and Llama Stack's Python client 0.2.12
-//! (`scripts/fetch-test-clients.sh` installs both in a virtualenv under the cache;
-//! `scripts/test.sh` runs that first).
+//! real PDF: the official `openai` Python SDK, Llama Stack's Python client 0.2.12, and the
+//! `openai` and `llama-stack-client` npm packages (`scripts/fetch-test-clients.sh` installs them
+//! under the cache; `scripts/test.sh` runs that first).
 
 mod support;
 
@@ -121,6 +121,33 @@ fn pdf() -> std::path::PathBuf {
         cache().join("pdfs/glpk-doc/cnfsat.pdf"),
         "scripts/fetch-test-pdfs.sh",
     )
+}
+
+#[test]
+fn the_node_clients_work_unchanged() {
+    let modules = needed(
+        cache().join("npm-clients/node_modules"),
+        "scripts/fetch-test-clients.sh",
+    );
+    let served = serve();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/node_clients.mjs"
+    );
+    let output = Command::new("node")
+        .args([script, &served.base_url, "gemma", "minilm"])
+        .arg(pdf())
+        .env("NODE_PATH", &modules)
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "node_clients.mjs failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("all steps passed"));
 }
 
 #[test]
