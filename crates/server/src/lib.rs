@@ -8,6 +8,7 @@
 //! every route but `/v1/health` needs `Authorization: Bearer <key>` ([`auth`]).
 
 pub mod auth;
+mod conversations;
 pub mod error;
 mod files;
 mod metrics;
@@ -198,6 +199,24 @@ pub fn router(app: Arc<App>, auth: Auth, settings: &ServerSettings) -> Router {
             .route(
                 &format!("{prefix}/responses/:response_id/input_items"),
                 get(responses::input_items),
+            )
+            .route(
+                &format!("{prefix}/conversations"),
+                post(conversations::create),
+            )
+            .route(
+                &format!("{prefix}/conversations/:conversation_id"),
+                get(conversations::get)
+                    .post(conversations::update)
+                    .delete(conversations::delete),
+            )
+            .route(
+                &format!("{prefix}/conversations/:conversation_id/items"),
+                post(conversations::add_items).get(conversations::list_items),
+            )
+            .route(
+                &format!("{prefix}/conversations/:conversation_id/items/:item_id"),
+                get(conversations::get_item).delete(conversations::delete_item),
             );
     }
     let api = api

@@ -42,6 +42,10 @@ pub struct CreateResponse {
     tools: Vec<Value>,
     #[serde(default)]
     previous_response_id: Option<String>,
+    /// A conversation's id (or `{"id": …}`): its items are the history, and this turn's input
+    /// and output are appended to it.
+    #[serde(default)]
+    conversation: Option<Value>,
     #[serde(default)]
     stream: bool,
     #[serde(default)]
@@ -72,8 +76,9 @@ fn content_text(content: &Value, at: &str) -> Result<String, ApiError> {
     }
 }
 
-/// Input items as messages.
-fn input_messages(input: &Value) -> Result<Vec<Message>, ApiError> {
+/// Input items as messages. In a stored `history`, items that carry no conversation (file
+/// searches, reasoning) are passed over; in new input they are refused by name.
+fn input_messages(input: &Value, history: bool) -> Result<Vec<Message>, ApiError> {
     let items = match input {
         Value::String(text) => return Ok(vec![Message::user(text.clone())]),
         Value::Array(items) => items,
@@ -129,6 +134,7 @@ fn input_messages(input: &Value) -> Result<Vec<Message>, ApiError> {
             "function_call_output" => {
                 messages.push(Message::tool_result(field("call_id")?, field("output")?));
             }
+            _ if history => {}
             other => {
                 return Err(ApiError::invalid_param(
                     &at,
@@ -137,7 +143,7 @@ fn input_messages(input: &Value) -> Result<Vec<Message>, ApiError> {
             }
         }
     }
-    if messages.is_empty() {
+    if messages.is_empty() && !history {
         return Err(ApiError::invalid_param("input", "`input` is empty"));
     }
     Ok(messages)
@@ -292,6 +298,7 @@ struct Prepared {
     passages: Vec<FoundPassage>,
     search: Option<Value>,
     store: bool,
+    conversation_id: Option<String>,
     echo: Value,
 }
 
@@ -301,6 +308,12 @@ async fn prepare(
     request: CreateResponse,
 ) -> Result<Prepared, ApiError> {
     let tools = tools(&request.tools)?;
+    if request.conversation.is_some() && request.previous_response_id.is_some() {
+        return Err(ApiError::invalid_param(
+            "conversation",
+            "give `conversation` or `previous_response_id`, not both",
+        ));
+    }
     let mut conversation = match &request.previous_response_id {
         Some(previous) => {
             let (_, _, messages) = app
@@ -312,7 +325,29 @@ async fn prepare(
         }
         None => Vec::new(),
     };
-    let new = input_messages(&request.input)?;
+    let conversation_id = match &request.conversation {
+        None => None,
+        Some(Value::String(id)) => Some(id.clone()),
+        Some(v) => Some(
+            v.get("id")
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    ApiError::invalid_param(
+                        "conversation",
+                        "`conversation` must be an id or {\"id\": …}",
+                    )
+                })?
+                .to_string(),
+        ),
+    };
+    if let Some(id) = &conversation_id {
+        app.records
+            .conversation(tenant.as_str(), id)
+            .map_err(|e| e.param_of("conversation"))?;
+        let items = Value::Array(app.records.items(id)?);
+        conversation.extend(input_messages(&items, true)?);
+    }
+    let new = input_messages(&request.input, false)?;
     conversation.extend(new);
     let mut messages = Vec::new();
     if let Some(instructions) = &request.instructions {
@@ -352,6 +387,7 @@ async fn prepare(
         "instructions": request.instructions,
         "tools": request.tools,
         "previous_response_id": request.previous_response_id,
+        "conversation": conversation_id.as_ref().map(|id| json!({"id": id})),
         "temperature": request.temperature,
         "top_p": request.top_p,
         "max_output_tokens": request.max_output_tokens,
@@ -377,6 +413,7 @@ async fn prepare(
         passages,
         search,
         store: request.store.unwrap_or(true),
+        conversation_id,
         echo,
     })
 }
@@ -416,6 +453,7 @@ impl Prepared {
         (body, conversation)
     }
 
+    /// Keeps the response (unless `store` is false) and appends the turn to its conversation.
     fn save(
         &self,
         app: &crate::App,
@@ -423,15 +461,20 @@ impl Prepared {
         body: &Value,
         conversation: &[Message],
     ) -> Result<(), ApiError> {
-        if !self.store {
-            return Ok(());
-        }
         let items = match &self.new_input {
             Value::String(text) => {
                 json!([{"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}])
             }
             other => other.clone(),
         };
+        if let Some(id) = &self.conversation_id {
+            let mut turn = crate::conversations::normalise_items(&items, "input")?;
+            turn.extend(body["output"].as_array().cloned().unwrap_or_default());
+            app.records.append_items(id, &turn)?;
+        }
+        if !self.store {
+            return Ok(());
+        }
         let messages = serde_json::to_value(conversation)
             .map_err(|e| crate::vector_stores::internal_error("storing a response", e))?;
         app.records.put_response(

@@ -29,6 +29,13 @@ CREATE TABLE IF NOT EXISTS responses (
     id TEXT PRIMARY KEY, tenant TEXT NOT NULL, created_at INTEGER NOT NULL, body TEXT NOT NULL,
     input_items TEXT NOT NULL, messages TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS conversations (
+    id TEXT PRIMARY KEY, tenant TEXT NOT NULL, created_at INTEGER NOT NULL, metadata TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS conversation_items (
+    conversation_id TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL, item TEXT NOT NULL,
+    PRIMARY KEY (conversation_id, seq)
+);
 CREATE TABLE IF NOT EXISTS file_batches (
     id TEXT PRIMARY KEY, store_id TEXT NOT NULL, file_ids TEXT NOT NULL, created_at INTEGER NOT NULL
 );
@@ -410,6 +417,120 @@ impl Records {
             .execute(
                 "DELETE FROM responses WHERE tenant = ?1 AND id = ?2",
                 params![tenant, id],
+            )
+            .map_err(db_error)?;
+        Ok(removed > 0)
+    }
+
+    pub fn add_conversation(
+        &self,
+        tenant: &str,
+        id: &str,
+        created_at: u64,
+        metadata: &Value,
+    ) -> Result<(), ApiError> {
+        self.db()
+            .execute(
+                "INSERT INTO conversations (id, tenant, created_at, metadata) VALUES (?1, ?2, ?3, ?4)",
+                params![id, tenant, created_at as i64, metadata.to_string()],
+            )
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// A conversation's creation time and metadata.
+    pub fn conversation(&self, tenant: &str, id: &str) -> Result<(u64, Value), ApiError> {
+        self.db()
+            .query_row(
+                "SELECT created_at, metadata FROM conversations WHERE tenant = ?1 AND id = ?2",
+                params![tenant, id],
+                |row| Ok((row.get::<_, i64>(0)? as u64, json_of(row.get(1)?))),
+            )
+            .optional()
+            .map_err(db_error)?
+            .ok_or_else(|| ApiError::not_found("conversation", id))
+    }
+
+    pub fn update_conversation(
+        &self,
+        tenant: &str,
+        id: &str,
+        metadata: &Value,
+    ) -> Result<(), ApiError> {
+        let changed = self
+            .db()
+            .execute(
+                "UPDATE conversations SET metadata = ?3 WHERE tenant = ?1 AND id = ?2",
+                params![tenant, id, metadata.to_string()],
+            )
+            .map_err(db_error)?;
+        if changed == 0 {
+            return Err(ApiError::not_found("conversation", id));
+        }
+        Ok(())
+    }
+
+    pub fn delete_conversation(&self, tenant: &str, id: &str) -> Result<bool, ApiError> {
+        let mut db = self.db();
+        let tx = db.transaction().map_err(db_error)?;
+        let removed = tx
+            .execute(
+                "DELETE FROM conversations WHERE tenant = ?1 AND id = ?2",
+                params![tenant, id],
+            )
+            .map_err(db_error)?;
+        if removed > 0 {
+            tx.execute(
+                "DELETE FROM conversation_items WHERE conversation_id = ?1",
+                params![id],
+            )
+            .map_err(db_error)?;
+        }
+        tx.commit().map_err(db_error)?;
+        Ok(removed > 0)
+    }
+
+    /// Appends items (each with its `id`) to a conversation the caller has checked.
+    pub fn append_items(&self, conversation_id: &str, items: &[Value]) -> Result<(), ApiError> {
+        let mut db = self.db();
+        let tx = db.transaction().map_err(db_error)?;
+        let next: i64 = tx
+            .query_row(
+                "SELECT COALESCE(MAX(seq) + 1, 0) FROM conversation_items WHERE conversation_id = ?1",
+                params![conversation_id],
+                |row| row.get(0),
+            )
+            .map_err(db_error)?;
+        for (i, item) in items.iter().enumerate() {
+            let id = item.get("id").and_then(Value::as_str).unwrap_or_default();
+            tx.execute(
+                "INSERT INTO conversation_items (conversation_id, seq, id, item) VALUES (?1, ?2, ?3, ?4)",
+                params![conversation_id, next + i as i64, id, item.to_string()],
+            )
+            .map_err(db_error)?;
+        }
+        tx.commit().map_err(db_error)?;
+        Ok(())
+    }
+
+    /// A conversation's items, oldest first.
+    pub fn items(&self, conversation_id: &str) -> Result<Vec<Value>, ApiError> {
+        let db = self.db();
+        let mut query = db
+            .prepare("SELECT item FROM conversation_items WHERE conversation_id = ?1 ORDER BY seq")
+            .map_err(db_error)?;
+        let rows = query
+            .query_map(params![conversation_id], |row| Ok(json_of(row.get(0)?)))
+            .map_err(db_error)?;
+        rows.collect::<Result<_, _>>().map_err(db_error)
+    }
+
+    pub fn delete_item(&self, conversation_id: &str, item_id: &str) -> Result<bool, ApiError> {
+        let removed = self
+            .db()
+            .execute(
+                "DELETE FROM conversation_items WHERE conversation_id = ?1 AND id = ?2",
+                params![conversation_id, item_id],
             )
             .map_err(db_error)?;
         Ok(removed > 0)

@@ -1435,3 +1435,162 @@ async fn metrics_count_requests_tokens_and_model_errors() {
     }
     assert!(!text.contains("some-id-that-must-not-become-a-label"));
 }
+
+#[tokio::test]
+async fn a_conversation_carries_history_between_responses() {
+    let server = start(
+        vec![
+            Step::text("Nice to meet you, Ada."),
+            Step::text("You are Ada."),
+        ],
+        r#"
+[[server.api_keys]]
+key = "key-a"
+tenant = "a"
+
+[[server.api_keys]]
+key = "key-b"
+tenant = "b"
+"#,
+    )
+    .await;
+    let (a, b) = (Some("key-a"), Some("key-b"));
+    let (status, conversation) = server
+        .call(
+            "POST",
+            "/v1/conversations",
+            Some(json!({"items": [{"role": "system", "content": "Be kind."}], "metadata": {"topic": "names"}})),
+            a,
+        )
+        .await;
+    assert_eq!(status, 200, "{conversation}");
+    assert_eq!(conversation["object"], "conversation");
+    let id = conversation["id"].as_str().unwrap().to_string();
+    for input in ["I am Ada.", "Who am I?"] {
+        let (status, response) = server
+            .call(
+                "POST",
+                "/v1/responses",
+                Some(json!({"model": "chat", "input": input, "conversation": id})),
+                a,
+            )
+            .await;
+        assert_eq!(status, 200, "{response}");
+        assert_eq!(response["conversation"]["id"], id.as_str());
+    }
+    // The second turn saw the whole conversation.
+    let messages = &server.model.requests()[1].messages;
+    assert_eq!(
+        messages,
+        &[
+            Message::system("Be kind."),
+            Message::user("I am Ada."),
+            Message::assistant("Nice to meet you, Ada."),
+            Message::user("Who am I?"),
+        ]
+    );
+    let (_, items) = server
+        .call(
+            "GET",
+            &format!("/v1/conversations/{id}/items?order=asc"),
+            None,
+            a,
+        )
+        .await;
+    let texts: Vec<&str> = items["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["content"][0]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "Be kind.",
+            "I am Ada.",
+            "Nice to meet you, Ada.",
+            "Who am I?",
+            "You are Ada."
+        ]
+    );
+    let (_, newest_first) = server
+        .call("GET", &format!("/v1/conversations/{id}/items"), None, a)
+        .await;
+    assert_eq!(
+        newest_first["data"][0]["content"][0]["text"],
+        "You are Ada."
+    );
+    let first_id = items["data"][0]["id"].as_str().unwrap();
+    let (status, item) = server
+        .call(
+            "GET",
+            &format!("/v1/conversations/{id}/items/{first_id}"),
+            None,
+            a,
+        )
+        .await;
+    assert_eq!((status, item["role"].as_str()), (200, Some("system")));
+
+    // Tenant B can neither read the conversation nor use it.
+    for (method, path) in [
+        ("GET", format!("/v1/conversations/{id}")),
+        ("GET", format!("/v1/conversations/{id}/items")),
+        ("GET", format!("/v1/conversations/{id}/items/{first_id}")),
+        ("DELETE", format!("/v1/conversations/{id}/items/{first_id}")),
+        ("DELETE", format!("/v1/conversations/{id}")),
+    ] {
+        let (status, _) = server.call(method, &path, None, b).await;
+        assert_eq!(status, 404, "{method} {path}");
+    }
+    let (status, error) = server
+        .call(
+            "POST",
+            "/v1/responses",
+            Some(json!({"model": "chat", "input": "hi", "conversation": id})),
+            b,
+        )
+        .await;
+    assert_eq!(
+        (status, error["error"]["param"].as_str()),
+        (404, Some("conversation"))
+    );
+    let (status, error) = server
+        .call(
+            "POST",
+            "/v1/responses",
+            Some(json!({"model": "chat", "input": "hi", "conversation": id, "previous_response_id": "resp_x"})),
+            a,
+        )
+        .await;
+    assert_eq!(
+        (status, error["error"]["param"].as_str()),
+        (400, Some("conversation"))
+    );
+
+    let (status, _) = server
+        .call(
+            "DELETE",
+            &format!("/v1/conversations/{id}/items/{first_id}"),
+            None,
+            a,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, updated) = server
+        .call(
+            "POST",
+            &format!("/v1/conversations/{id}"),
+            Some(json!({"metadata": {"topic": "ada"}})),
+            a,
+        )
+        .await;
+    assert_eq!(updated["metadata"]["topic"], "ada");
+    let (status, deleted) = server
+        .call("DELETE", &format!("/v1/conversations/{id}"), None, a)
+        .await;
+    assert_eq!((status, &deleted["deleted"]), (200, &json!(true)));
+    let (status, _) = server
+        .call("GET", &format!("/v1/conversations/{id}"), None, a)
+        .await;
+    assert_eq!(status, 404);
+}
