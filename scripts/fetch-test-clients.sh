@@ -2,24 +2,28 @@
 # Real API clients for the server's tests, pinned, under the cache (CORRAL_CACHE, default
 # ~/.cache/corral). Prints nothing for what is already there. Neither Python nor Node is a runtime
 # dependency of Corral; this is test set-up only.
-#   - venv-clients: OpenAI's Python SDK, and Llama Stack's Python client 0.2.12 (the newest that
-#     installs on Python 3.11; it imports `fire` and `requests` without declaring them);
+#   - venv-clients: OpenAI's Python SDK, Llama Stack's Python client 0.2.12 (the newest that
+#     installs on Python 3.11; it imports `fire` and `requests` without declaring them), and
+#     schemathesis (fuzzing the server from its OpenAPI document);
 #   - npm-clients: the `openai` npm package and Llama Stack's TypeScript client (current API).
 set -euo pipefail
 cache="${CORRAL_CACHE:-$HOME/.cache/corral}"
 
 OPENAI_VERSION="3.57.0"
 LLAMA_STACK_CLIENT_VERSION="0.2.12"
+SCHEMATHESIS_VERSION="4.32.5"
 OPENAI_NPM_VERSION="7.59.0"
 LLAMA_STACK_CLIENT_NPM_VERSION="0.7.3"
 
 venv="$cache/venv-clients"
 if ! { [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "
-import sys, openai, llama_stack_client
-sys.exit(openai.__version__ != '$OPENAI_VERSION' or llama_stack_client.__version__ != '$LLAMA_STACK_CLIENT_VERSION')" 2>/dev/null; }; then
-    echo "setting up $venv (openai $OPENAI_VERSION, llama-stack-client $LLAMA_STACK_CLIENT_VERSION)"
+import sys, importlib.metadata as m
+want = {'openai': '$OPENAI_VERSION', 'llama-stack-client': '$LLAMA_STACK_CLIENT_VERSION', 'schemathesis': '$SCHEMATHESIS_VERSION'}
+sys.exit(any(m.version(p) != v for p, v in want.items()))" 2>/dev/null; }; then
+    echo "setting up $venv (openai $OPENAI_VERSION, llama-stack-client $LLAMA_STACK_CLIENT_VERSION, schemathesis $SCHEMATHESIS_VERSION)"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q "openai==$OPENAI_VERSION" "llama-stack-client==$LLAMA_STACK_CLIENT_VERSION" fire requests
+    "$venv/bin/pip" install -q "openai==$OPENAI_VERSION" "llama-stack-client==$LLAMA_STACK_CLIENT_VERSION" fire requests \
+        "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
 npm_dir="$cache/npm-clients"

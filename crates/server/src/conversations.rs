@@ -54,7 +54,7 @@ pub fn normalise_items(items: &Value, at: &str) -> Result<Vec<Value>, ApiError> 
         .collect()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct Create {
     #[serde(default)]
     items: Option<Value>,
@@ -89,7 +89,7 @@ pub async fn get(
     Ok(Json(conversation_json(&id, created_at, &metadata)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct Update {
     metadata: Value,
 }
@@ -119,7 +119,7 @@ pub async fn delete(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct AddItems {
     items: Value,
 }

@@ -8,11 +8,12 @@
 //! every route but `/v1/health` needs `Authorization: Bearer <key>` ([`auth`]).
 
 pub mod auth;
-mod conversations;
+pub(crate) mod conversations;
 pub mod error;
 mod files;
 mod metrics;
 pub mod openai;
+mod openapi;
 mod responses;
 mod routes;
 mod state;
@@ -54,6 +55,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/safety/run-shield"),
     ("GET", "/v1/tools"),
     ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
     ("POST", "/v1/files"),
     ("GET", "/v1/files"),
     ("GET", "/v1/files/{file_id}"),
@@ -227,6 +229,7 @@ pub fn router(app: Arc<App>, auth: Auth, settings: &ServerSettings) -> Router {
         .route("/v1/safety/run-shield", post(routes::run_shield))
         .route("/v1/tools", get(routes::list_tools))
         .route("/metrics", get(metrics::render))
+        .route("/openapi.json", get(openapi::serve))
         .fallback(routes::not_found)
         .route_layer(axum::middleware::from_fn_with_state(
             auth,

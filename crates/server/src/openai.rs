@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::error::ApiError;
 
 /// A string or a list of strings (`stop`, `input`, `prompt`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum OneOrMany {
     One(String),
@@ -28,7 +28,7 @@ impl OneOrMany {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct ChatCompletionRequest {
     pub model: String,
     pub messages: Vec<WireMessage>,
@@ -56,7 +56,7 @@ pub struct ChatCompletionRequest {
     pub response_format: Option<Value>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct StreamOptions {
     #[serde(default)]
     pub include_usage: bool,
@@ -68,7 +68,7 @@ pub fn include_usage(options: Option<&StreamOptions>) -> bool {
 }
 
 /// A message as OpenAI's clients send it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "role", rename_all = "lowercase")]
 pub enum WireMessage {
     System {
@@ -92,46 +92,46 @@ pub enum WireMessage {
     },
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum WireContent {
     Text(String),
     Parts(Vec<WirePart>),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum WirePart {
     Text { text: String },
     ImageUrl { image_url: WireImageUrl },
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct WireImageUrl {
     pub url: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct WireToolCall {
     pub id: String,
     pub function: WireFunctionCall,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct WireFunctionCall {
     pub name: String,
     /// JSON text.
     pub arguments: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct WireTool {
     #[serde(rename = "type")]
     pub kind: String,
     pub function: WireFunction,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct WireFunction {
     pub name: String,
     #[serde(default)]
@@ -356,7 +356,7 @@ impl ChatCompletionRequest {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct CompletionRequest {
     pub model: String,
     pub prompt: OneOrMany,

@@ -32,7 +32,7 @@ use crate::error::{ApiError, Body};
 use crate::routes::{AppState, new_id, now};
 use crate::vector_stores::{FoundPassage, search_store};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct CreateResponse {
     model: String,
     input: Value,

@@ -347,7 +347,7 @@ fn sse_events(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct EmbeddingsRequest {
     model: String,
     input: Value,
@@ -459,7 +459,7 @@ pub async fn list_shields(State(app): State<AppState>) -> Json<Value> {
     Json(json!({"data": data}))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct RunShieldRequest {
     shield_id: String,
     messages: Vec<WireMessage>,
@@ -509,7 +509,7 @@ pub async fn run_shield(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct ModerationRequest {
     input: OneOrMany,
     #[serde(default)]

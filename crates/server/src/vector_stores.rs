@@ -120,7 +120,7 @@ impl crate::App {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct CreateStore {
     #[serde(default)]
     name: Option<String>,
@@ -215,7 +215,7 @@ pub async fn get(
     Ok(Json(store_json(&app, &store)?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct UpdateStore {
     #[serde(default)]
     name: Option<String>,
@@ -341,7 +341,7 @@ pub async fn detach(app: &crate::App, store: &StoreRecord, file_id: &str) -> Res
     Ok(())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct AttachFile {
     file_id: String,
     #[serde(default)]
@@ -407,7 +407,7 @@ pub async fn delete_file(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct CreateBatch {
     file_ids: Vec<String>,
     #[serde(default)]
@@ -499,7 +499,7 @@ pub async fn get_batch(
     )?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct Search {
     query: crate::openai::OneOrMany,
     #[serde(default)]

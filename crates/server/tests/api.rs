@@ -1594,3 +1594,95 @@ tenant = "b"
         .await;
     assert_eq!(status, 404);
 }
+
+/// `st` (schemathesis), from the virtualenv `scripts/fetch-test-clients.sh` fills.
+fn schemathesis() -> std::path::PathBuf {
+    let cache = std::env::var_os("CORRAL_CACHE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache/corral"))
+        })
+        .unwrap();
+    let st = cache.join("venv-clients/bin/st");
+    assert!(
+        st.exists(),
+        "no {}: run scripts/fetch-test-clients.sh",
+        st.display()
+    );
+    st
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuzzing_from_the_openapi_document_finds_no_server_errors() {
+    let st = schemathesis();
+    let server = start(
+        vec![],
+        r#"
+[[server.api_keys]]
+key = "fuzz-key"
+tenant = "fuzz"
+"#,
+    )
+    .await;
+    // The document itself: every route, its aliases, request schemas from the handlers' types.
+    let document: Value = server
+        .client
+        .get(format!("{}/openapi.json", server.base))
+        .bearer_auth("fuzz-key")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(document["openapi"], "3.0.3");
+    let paths = document["paths"].as_object().unwrap();
+    for (method, route) in corral_server::ROUTES {
+        let entry = &paths[*route][method.to_lowercase()];
+        assert!(entry.is_object(), "{method} {route} described");
+    }
+    let chat = &paths["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]
+        ["schema"];
+    assert!(
+        chat["$ref"]
+            .as_str()
+            .unwrap()
+            .ends_with("ChatCompletionRequest"),
+        "{chat}"
+    );
+    assert!(paths.contains_key("/v1/openai/v1/chat/completions"));
+    // Schemathesis, bounded: no 5xx and no crash on anything the schemas allow (or nearly so).
+    let url = format!("{}/openapi.json", server.base);
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(st)
+            .args([
+                "run",
+                &url,
+                "--checks",
+                "not_a_server_error",
+                "--max-examples",
+                "12",
+                "--seed",
+                "7",
+            ])
+            .args([
+                "--header",
+                "Authorization: Bearer fuzz-key",
+                "--request-timeout",
+                "30",
+                "--workers",
+                "2",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "schemathesis found failures:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
