@@ -77,6 +77,17 @@ provider = "rules"
 params = { deny_keywords = ["forbidden-word"] }
 "#;
 
+/// Keys for two tenants, `a` and `b`.
+const TWO_TENANTS: &str = r#"
+[[server.api_keys]]
+key = "key-a"
+tenant = "a"
+
+[[server.api_keys]]
+key = "key-b"
+tenant = "b"
+"#;
+
 struct Server {
     base: String,
     client: reqwest::Client,
@@ -956,19 +967,7 @@ async fn uploads_and_stores_refuse_bad_input_by_name() {
 
 #[tokio::test]
 async fn a_tenant_cannot_see_or_touch_another_tenants_objects() {
-    let server = start(
-        vec![],
-        r#"
-[[server.api_keys]]
-key = "key-a"
-tenant = "a"
-
-[[server.api_keys]]
-key = "key-b"
-tenant = "b"
-"#,
-    )
-    .await;
+    let server = start(vec![], TWO_TENANTS).await;
     let (a, b) = (Some("key-a"), Some("key-b"));
     let (_, file) = server
         .upload("guide.md", GUIDE.as_bytes(), "assistants", a)
@@ -1321,19 +1320,7 @@ async fn a_streamed_response_sends_the_events_clients_expect() {
 
 #[tokio::test]
 async fn another_tenant_cannot_read_or_continue_a_response() {
-    let server = start(
-        vec![Step::text("Secret plans.")],
-        r#"
-[[server.api_keys]]
-key = "key-a"
-tenant = "a"
-
-[[server.api_keys]]
-key = "key-b"
-tenant = "b"
-"#,
-    )
-    .await;
+    let server = start(vec![Step::text("Secret plans.")], TWO_TENANTS).await;
     let (_, response) = server
         .call(
             "POST",
@@ -1443,15 +1430,7 @@ async fn a_conversation_carries_history_between_responses() {
             Step::text("Nice to meet you, Ada."),
             Step::text("You are Ada."),
         ],
-        r#"
-[[server.api_keys]]
-key = "key-a"
-tenant = "a"
-
-[[server.api_keys]]
-key = "key-b"
-tenant = "b"
-"#,
+        TWO_TENANTS,
     )
     .await;
     let (a, b) = (Some("key-a"), Some("key-b"));
@@ -1653,8 +1632,12 @@ tenant = "fuzz"
     assert!(paths.contains_key("/v1/openai/v1/chat/completions"));
     // Schemathesis, bounded: no 5xx and no crash on anything the schemas allow (or nearly so).
     let url = format!("{}/openapi.json", server.base);
+    // Schemathesis keeps a cache where it runs: somewhere that goes away.
+    let scratch = tempfile::tempdir().unwrap();
+    let cwd = scratch.path().to_path_buf();
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new(st)
+            .current_dir(cwd)
             .args([
                 "run",
                 &url,
