@@ -1669,3 +1669,52 @@ tenant = "fuzz"
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[tokio::test]
+async fn shutting_down_lets_a_stream_in_flight_finish_and_takes_no_new_requests() {
+    let slow = Step::Delayed(
+        std::time::Duration::from_millis(300),
+        Box::new(Step::text("Finished anyway.")),
+    );
+    let server = start(vec![slow], "").await;
+    let Server {
+        base,
+        client,
+        model,
+        _shutdown: shutdown,
+        _data,
+    } = server;
+    let url = format!("{base}/v1/chat/completions");
+    let request = client.post(&url).json(&json!({
+        "model": "chat",
+        "messages": [{"role": "user", "content": "Hi"}],
+        "stream": true
+    }));
+    let in_flight =
+        tokio::spawn(async move { request.send().await.unwrap().text().await.unwrap() });
+    // Shut down once the model is working on the request (it answers 300 ms later).
+    for _ in 0..1000 {
+        if model.calls() > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(model.calls(), 1);
+    drop(shutdown);
+    let body = in_flight.await.unwrap();
+    let text: String = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(text, "Finished anyway.");
+    assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
+    // The listener is closed: a new connection is refused.
+    let fresh = reqwest::Client::new();
+    assert!(fresh.get(format!("{base}/v1/health")).send().await.is_err());
+}
