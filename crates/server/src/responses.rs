@@ -13,10 +13,8 @@
 //!   `response.completed`).
 //! - `store` (default true) keeps the response for `GET`, `input_items` and continuation.
 
-use std::convert::Infallible;
-
 use axum::extract::{Path, State};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use corral_core::{
@@ -461,14 +459,15 @@ impl Prepared {
         body: &Value,
         conversation: &[Message],
     ) -> Result<(), ApiError> {
-        let items = match &self.new_input {
-            Value::String(text) => {
-                json!([{"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}])
-            }
+        // The input as items, each with an id and a type, as conversations and `input_items`
+        // give them back.
+        let input = match &self.new_input {
+            Value::String(text) => json!([{"role": "user", "content": text}]),
             other => other.clone(),
         };
+        let items = crate::conversations::normalise_items(&input, "input")?;
         if let Some(id) = &self.conversation_id {
-            let mut turn = crate::conversations::normalise_items(&items, "input")?;
+            let mut turn = items.clone();
             turn.extend(body["output"].as_array().cloned().unwrap_or_default());
             app.records.append_items(id, &turn)?;
         }
@@ -482,7 +481,7 @@ impl Prepared {
             &self.id,
             self.created_at,
             body,
-            &items,
+            &Value::Array(items),
             &messages,
         )
     }
@@ -598,9 +597,7 @@ pub async fn create(
         }
         yield event("response.completed", json!({"response": body}));
     };
-    Ok(Sse::new(events.map(Ok::<_, Infallible>))
-        .keep_alive(KeepAlive::default())
-        .into_response())
+    Ok(crate::routes::sse(events))
 }
 
 pub async fn get(
@@ -630,21 +627,6 @@ pub async fn input_items(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let (_, items, _) = app.records.response(tenant.as_str(), &id)?;
-    let items: Vec<Value> = items
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .enumerate()
-        .map(|(i, mut item)| {
-            if item.get("id").is_none() {
-                item["id"] = json!(format!("{id}_in{i}"));
-            }
-            if item.get("type").is_none() {
-                item["type"] = json!("message");
-            }
-            item
-        })
-        .collect();
+    let items = items.as_array().cloned().unwrap_or_default();
     Ok(Json(crate::routes::page(items)))
 }

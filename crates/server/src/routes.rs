@@ -297,7 +297,8 @@ fn ends_with_done(uri: &axum::http::Uri) -> bool {
     !uri.path().starts_with(crate::OPENAI_ALIAS)
 }
 
-fn sse(events: impl Stream<Item = Event> + Send + 'static) -> Response {
+/// Server-sent events, with keep-alive comments while a model is quiet.
+pub fn sse(events: impl Stream<Item = Event> + Send + 'static) -> Response {
     Sse::new(events.map(Ok::<_, Infallible>))
         .keep_alive(KeepAlive::default())
         .into_response()
