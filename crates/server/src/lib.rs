@@ -11,6 +11,7 @@ pub mod auth;
 pub(crate) mod conversations;
 pub mod error;
 mod files;
+mod filters;
 mod metrics;
 pub mod openai;
 mod openapi;
@@ -70,6 +71,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/vector_stores/{vector_store_id}/files"),
     ("GET", "/v1/vector_stores/{vector_store_id}/files"),
     ("GET", "/v1/vector_stores/{vector_store_id}/files/{file_id}"),
+    (
+        "POST",
+        "/v1/vector_stores/{vector_store_id}/files/{file_id}",
+    ),
     (
         "DELETE",
         "/v1/vector_stores/{vector_store_id}/files/{file_id}",
@@ -183,7 +188,9 @@ pub fn router(app: Arc<App>, auth: Auth, settings: &ServerSettings) -> Router {
             )
             .route(
                 &format!("{prefix}/vector_stores/:store_id/files/:file_id"),
-                get(vector_stores::get_file).delete(vector_stores::delete_file),
+                get(vector_stores::get_file)
+                    .post(vector_stores::update_file)
+                    .delete(vector_stores::delete_file),
             )
             .route(
                 &format!("{prefix}/vector_stores/:store_id/file_batches"),

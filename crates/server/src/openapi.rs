@@ -25,6 +25,9 @@ fn body(generator: &mut SchemaGenerator, method: &str, path: &str) -> Option<Val
         ("POST", "/v1/vector_stores/{vector_store_id}") => of::<v::UpdateStore>(generator),
         ("POST", "/v1/vector_stores/{vector_store_id}/search") => of::<v::Search>(generator),
         ("POST", "/v1/vector_stores/{vector_store_id}/files") => of::<v::AttachFile>(generator),
+        ("POST", "/v1/vector_stores/{vector_store_id}/files/{file_id}") => {
+            of::<v::UpdateFile>(generator)
+        }
         ("POST", "/v1/vector_stores/{vector_store_id}/file_batches") => {
             of::<v::CreateBatch>(generator)
         }

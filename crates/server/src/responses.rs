@@ -27,8 +27,9 @@ use serde_json::{Value, json};
 
 use crate::auth::Tenant;
 use crate::error::{ApiError, Body};
+use crate::filters::AttributeFilter;
 use crate::routes::{AppState, new_id, now};
-use crate::vector_stores::{FoundPassage, search_store};
+use crate::vector_stores::{FoundPassage, StoreSearch, search_store};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct CreateResponse {
@@ -149,8 +150,14 @@ fn input_messages(input: &Value, history: bool) -> Result<Vec<Message>, ApiError
 
 struct Tools {
     functions: Vec<ToolSpec>,
-    /// `file_search`'s stores and result count.
-    file_search: Option<(Vec<String>, usize)>,
+    file_search: Option<FileSearch>,
+}
+
+/// A `file_search` tool: its stores, result count and attribute filter.
+struct FileSearch {
+    stores: Vec<String>,
+    max: usize,
+    filter: Option<AttributeFilter>,
 }
 
 fn tools(tools: &[Value]) -> Result<Tools, ApiError> {
@@ -199,7 +206,17 @@ fn tools(tools: &[Value]) -> Result<Tools, ApiError> {
                     .and_then(Value::as_u64)
                     .unwrap_or(5)
                     .clamp(1, 50) as usize;
-                out.file_search = Some((ids, max));
+                let filter = tool
+                    .get("filters")
+                    .filter(|f| !f.is_null())
+                    .map(|f| AttributeFilter::parse(f, &format!("{at}.filters")))
+                    .transpose()
+                    .map_err(|e| ApiError::invalid_param(&e.param, e.message))?;
+                out.file_search = Some(FileSearch {
+                    stores: ids,
+                    max,
+                    filter,
+                });
             }
             other => {
                 return Err(ApiError::invalid_param(
@@ -354,23 +371,30 @@ async fn prepare(
     messages.extend(conversation.iter().cloned());
     let mut passages = Vec::new();
     let mut search = None;
-    if let Some((ids, max)) = &tools.file_search {
+    if let Some(file_search) = &tools.file_search {
+        let max = file_search.max;
         let query = conversation
             .iter()
             .rev()
             .find(|m| matches!(m, Message::User { .. }))
             .map(Message::text)
             .unwrap_or_default();
-        for id in ids {
+        let store_search = StoreSearch {
+            text: &query,
+            top_k: max,
+            mode: SearchMode::Hybrid,
+            min_score: None,
+            filter: file_search.filter.as_ref(),
+        };
+        for id in &file_search.stores {
             let store = app
                 .records
                 .store(tenant.as_str(), id)
                 .map_err(|e| e.param_of("tools"))?;
-            passages
-                .extend(search_store(app, &store, &query, *max, SearchMode::Hybrid, None).await?);
+            passages.extend(search_store(app, tenant, &store, &store_search).await?);
         }
         passages.sort_by(|a, b| b.score.total_cmp(&a.score));
-        passages.truncate(*max);
+        passages.truncate(max);
         search = Some(search_item(&new_id("fs"), &query, &passages));
         if !passages.is_empty() {
             // The passages go just before the last user message.

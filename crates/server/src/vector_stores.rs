@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
-use corral_core::{Fusion, SearchMode, SearchQuery, VectorStore};
+use corral_core::{Filter, Fusion, SearchMode, SearchQuery, VectorStore};
 use corral_memory::ingest::NoProgress;
 use corral_memory::{ChunkConfig, EmbeddedStore, IngestOptions, Ingestor};
 use corral_stack::ModelKind;
@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use crate::auth::Tenant;
 use crate::error::{ApiError, Body};
+use crate::filters::AttributeFilter;
 use crate::routes::{AppState, new_id, now, page};
 use crate::state::{StoreFileRecord, StoreRecord};
 
@@ -362,7 +363,7 @@ pub async fn attach_file(
         &tenant,
         &store,
         &request.file_id,
-        request.attributes.unwrap_or_else(|| json!({})),
+        attributes(request.attributes, "attributes")?,
         request.chunking_strategy.as_ref(),
     )
     .await?;
@@ -392,6 +393,63 @@ pub async fn get_file(
     let store = app.records.store(tenant.as_str(), &id)?;
     let file = app.records.store_file(&store.id, &file_id)?;
     Ok(Json(store_file_json(&store.id, &file)))
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct UpdateFile {
+    /// The file's new attributes (they replace the old ones).
+    attributes: Value,
+}
+
+/// Replaces an attached file's attributes; searches filter on them from then on.
+pub async fn update_file(
+    State(app): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Path((id, file_id)): Path<(String, String)>,
+    Body(request): Body<UpdateFile>,
+) -> Result<Json<Value>, ApiError> {
+    let store = app.records.store(tenant.as_str(), &id)?;
+    let mut file = app.records.store_file(&store.id, &file_id)?;
+    file.attributes = attributes(Some(request.attributes), "attributes")?;
+    app.records.put_store_file(&store.id, &file)?;
+    Ok(Json(store_file_json(&store.id, &file)))
+}
+
+/// OpenAI's limits on a file's attributes: an object of at most 16 keys (each up to 64
+/// characters) whose values are strings (up to 512 characters), numbers or booleans.
+fn attributes(value: Option<Value>, param: &str) -> Result<Value, ApiError> {
+    let value = value.unwrap_or_else(|| json!({}));
+    if value.is_null() {
+        return Ok(json!({}));
+    }
+    let Some(map) = value.as_object() else {
+        return Err(ApiError::invalid_param(
+            param,
+            format!("`{param}` must be an object"),
+        ));
+    };
+    if map.len() > 16 {
+        return Err(ApiError::invalid_param(
+            param,
+            format!("`{param}` has {} keys; at most 16 are allowed", map.len()),
+        ));
+    }
+    for (key, item) in map {
+        let fits = match item {
+            Value::String(text) => text.chars().count() <= 512,
+            Value::Number(_) | Value::Bool(_) => true,
+            _ => false,
+        };
+        if key.chars().count() > 64 || !fits {
+            return Err(ApiError::invalid_param(
+                &format!("{param}.{key}"),
+                format!(
+                    "`{param}.{key}`: keys are up to 64 characters, values strings of up to 512 characters, numbers or booleans"
+                ),
+            ));
+        }
+    }
+    Ok(value)
 }
 
 pub async fn delete_file(
@@ -457,6 +515,7 @@ pub async fn create_batch(
     if request.file_ids.is_empty() {
         return Err(ApiError::invalid_param("file_ids", "`file_ids` is empty"));
     }
+    let attributes = attributes(request.attributes, "attributes")?;
     for file_id in &request.file_ids {
         app.records
             .file(tenant.as_str(), file_id)
@@ -466,7 +525,6 @@ pub async fn create_batch(
     let created_at = now();
     app.records
         .add_batch(&batch_id, &store.id, &request.file_ids, created_at)?;
-    let attributes = request.attributes.unwrap_or_else(|| json!({}));
     for file_id in &request.file_ids {
         attach(
             &app,
@@ -520,12 +578,13 @@ pub async fn search(
     Body(request): Body<Search>,
 ) -> Result<Json<Value>, ApiError> {
     let store = app.records.store(tenant.as_str(), &id)?;
-    if request.filters.as_ref().is_some_and(|f| !f.is_null()) {
-        return Err(ApiError::invalid_param(
-            "filters",
-            "`filters` is not supported yet",
-        ));
-    }
+    let filter = request
+        .filters
+        .as_ref()
+        .filter(|f| !f.is_null())
+        .map(|f| AttributeFilter::parse(f, "filters"))
+        .transpose()
+        .map_err(|e| ApiError::invalid_param(&e.param, e.message))?;
     let top_k = request.max_num_results.unwrap_or(10);
     if !(1..=50).contains(&top_k) {
         return Err(ApiError::invalid_param(
@@ -555,7 +614,19 @@ pub async fn search(
     if text.trim().is_empty() {
         return Err(ApiError::invalid_param("query", "`query` is empty"));
     }
-    let hits = search_store(&app, &store, &text, top_k, mode, min_score).await?;
+    let hits = search_store(
+        &app,
+        &tenant,
+        &store,
+        &StoreSearch {
+            text: &text,
+            top_k,
+            mode,
+            min_score,
+            filter: filter.as_ref(),
+        },
+    )
+    .await?;
     let data: Vec<Value> = hits
         .into_iter()
         .map(|hit| {
@@ -589,16 +660,49 @@ pub struct FoundPassage {
     pub pages: Option<corral_core::PageRange>,
 }
 
-/// Searches `store` for `text` (embedding it unless the search is by keyword).
+/// One search of a store.
+pub struct StoreSearch<'a> {
+    pub text: &'a str,
+    pub top_k: usize,
+    pub mode: SearchMode,
+    pub min_score: Option<f32>,
+    /// Only passages of files whose attributes pass.
+    pub filter: Option<&'a AttributeFilter>,
+}
+
+/// Searches `store` (embedding the text unless the search is by keyword).
 pub async fn search_store(
     app: &crate::App,
+    tenant: &Tenant,
     store: &StoreRecord,
-    text: &str,
-    top_k: usize,
-    mode: SearchMode,
-    min_score: Option<f32>,
+    search: &StoreSearch<'_>,
 ) -> Result<Vec<FoundPassage>, ApiError> {
-    let embedding = if mode == SearchMode::Keyword {
+    let files = app.records.store_files(&store.id)?;
+    // Attributes are the server's, per file: a filter becomes the list of files that pass.
+    let filter = match search.filter {
+        None => None,
+        Some(filter) => {
+            let mut sources = Vec::new();
+            for file in files.iter().filter(|f| filter.matches(&f.attributes)) {
+                let record = match app.records.file(tenant.as_str(), &file.file_id) {
+                    Ok(record) => record,
+                    // Deleted since it was attached: its passages went with it.
+                    Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => continue,
+                    Err(e) => return Err(e),
+                };
+                let source = app.file_dir(&file.file_id).join(&record.filename);
+                sources.push(Value::String(source.to_string_lossy().into_owned()));
+            }
+            if sources.is_empty() {
+                return Ok(Vec::new());
+            }
+            Some(Filter::In {
+                key: "source".to_string(),
+                values: sources,
+            })
+        }
+    };
+    let embedding = if search.mode == SearchMode::Keyword {
         None
     } else {
         let embedder = app
@@ -607,7 +711,7 @@ pub async fn search_store(
             .await
             .map_err(|e| ApiError::from_capability(&e))?;
         let mut vectors = embedder
-            .embed(&[text.to_string()])
+            .embed(&[search.text.to_string()])
             .await
             .map_err(|e| ApiError::from_capability(&e))?;
         Some(
@@ -619,17 +723,16 @@ pub async fn search_store(
     let target = app.open_store(store)?;
     let hits = target
         .search(&SearchQuery {
-            text: text.to_string(),
+            text: search.text.to_string(),
             embedding,
-            mode,
+            mode: search.mode,
             fusion: Fusion::default(),
-            filter: None,
-            top_k,
-            min_score,
+            filter,
+            top_k: search.top_k,
+            min_score: search.min_score,
         })
         .await
         .map_err(|e| ApiError::from_capability(&e))?;
-    let files = app.records.store_files(&store.id)?;
     Ok(hits
         .into_iter()
         .map(|hit| {

@@ -895,6 +895,161 @@ async fn files_are_uploaded_attached_to_a_store_searched_and_deleted() {
 }
 
 #[tokio::test]
+async fn attribute_filters_narrow_searches_and_file_search() {
+    let server = start(vec![Step::text("Kätzchen schlafen viel [1].")], "").await;
+    let (_, store) = server
+        .call(
+            "POST",
+            "/v1/vector_stores",
+            Some(json!({"name": "pets"})),
+            None,
+        )
+        .await;
+    let store_id = store["id"].as_str().unwrap().to_string();
+    let mut ids = Vec::new();
+    for (name, text, attributes) in [
+        ("en.md", GUIDE, json!({"lang": "en", "year": 2024})),
+        (
+            "de.md",
+            "# Haustiere\n\nKittens (Kätzchen) sleep much and purr.\n",
+            json!({"lang": "de", "year": 2019}),
+        ),
+        (
+            "fr.md",
+            "# Animaux\n\nKittens (chatons) sleep and purr.\n",
+            json!({"lang": "fr"}),
+        ),
+    ] {
+        let (_, file) = server
+            .upload(name, text.as_bytes(), "assistants", None)
+            .await;
+        let id = file["id"].as_str().unwrap().to_string();
+        let (status, attached) = server
+            .call(
+                "POST",
+                &format!("/v1/vector_stores/{store_id}/files"),
+                Some(json!({"file_id": id, "attributes": attributes})),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{attached}");
+        ids.push(id);
+    }
+    let search = |filters: Value| {
+        let server = &server;
+        let store_id = &store_id;
+        async move {
+            let (status, found) = server
+                .call(
+                    "POST",
+                    &format!("/v1/vector_stores/{store_id}/search"),
+                    Some(json!({"query": "kittens purr", "filters": filters})),
+                    None,
+                )
+                .await;
+            assert_eq!(status, 200, "{found}");
+            let mut files: Vec<String> = found["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|hit| hit["filename"].as_str().unwrap().to_string())
+                .collect();
+            files.sort();
+            files.dedup();
+            files
+        }
+    };
+    assert_eq!(search(Value::Null).await, ["de.md", "en.md", "fr.md"]);
+    assert_eq!(
+        search(json!({"type": "eq", "key": "lang", "value": "de"})).await,
+        ["de.md"]
+    );
+    assert_eq!(
+        search(json!({"type": "ne", "key": "lang", "value": "de"})).await,
+        ["en.md", "fr.md"]
+    );
+    assert_eq!(
+        search(json!({"type": "gt", "key": "year", "value": 2020})).await,
+        ["en.md"]
+    );
+    assert_eq!(
+        search(json!({"type": "or", "filters": [
+            {"type": "lt", "key": "year", "value": 2020},
+            {"type": "in", "key": "lang", "value": ["fr", "it"]},
+        ]}))
+        .await,
+        ["de.md", "fr.md"]
+    );
+    assert!(
+        search(json!({"type": "eq", "key": "lang", "value": "it"}))
+            .await
+            .is_empty()
+    );
+    // Attributes changed after attaching are the ones filtered on.
+    let (status, _) = server
+        .call(
+            "POST",
+            &format!("/v1/vector_stores/{store_id}/files/{}", ids[2]),
+            Some(json!({"attributes": {"lang": "de"}})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        search(json!({"type": "eq", "key": "lang", "value": "de"})).await,
+        ["de.md", "fr.md"]
+    );
+
+    let (status, error) = server
+        .call(
+            "POST",
+            &format!("/v1/vector_stores/{store_id}/search"),
+            Some(json!({"query": "kittens", "filters": {"type": "and", "filters": [{"type": "like", "key": "lang", "value": "d%"}]}})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(error["error"]["param"], "filters.filters[0].type");
+
+    // The file_search tool takes the same filters.
+    let (status, response) = server
+        .call(
+            "POST",
+            "/v1/responses",
+            Some(json!({
+                "model": "chat",
+                "input": "Do kittens purr?",
+                "tools": [{"type": "file_search", "vector_store_ids": [store_id],
+                           "filters": {"type": "eq", "key": "year", "value": 2019}}]
+            })),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{response}");
+    let results = response["output"][0]["results"].as_array().unwrap();
+    assert!(!results.is_empty(), "{response}");
+    assert!(
+        results.iter().all(|r| r["file_id"] == ids[1].as_str()),
+        "{response}"
+    );
+    let (status, error) = server
+        .call(
+            "POST",
+            "/v1/responses",
+            Some(json!({
+                "model": "chat",
+                "input": "Do kittens purr?",
+                "tools": [{"type": "file_search", "vector_store_ids": [store_id],
+                           "filters": {"type": "gt", "key": "year"}}]
+            })),
+            None,
+        )
+        .await;
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(error["error"]["param"], "tools[0].filters.value");
+}
+
+#[tokio::test]
 async fn uploads_and_stores_refuse_bad_input_by_name() {
     let server = start(vec![], "").await;
     let (status, error) = server.upload("a.md", b"hi", "wishful", None).await;
@@ -924,8 +1079,8 @@ async fn uploads_and_stores_refuse_bad_input_by_name() {
             "max_num_results",
         ),
         (
-            json!({"query": "x", "filters": {"type": "eq", "key": "a", "value": 1}}),
-            "filters",
+            json!({"query": "x", "filters": {"type": "eq", "key": "a", "value": [1]}}),
+            "filters.value",
         ),
         (
             json!({"query": "x", "search_mode": "psychic"}),
@@ -962,6 +1117,38 @@ async fn uploads_and_stores_refuse_bad_input_by_name() {
         (status, error["error"]["param"].as_str()),
         (400, Some("chunking_strategy")),
         "{error}"
+    );
+    for (attributes, param) in [
+        (json!(["draft"]), "attributes"),
+        (json!({"tags": ["a", "b"]}), "attributes.tags"),
+        (json!({"note": "x".repeat(513)}), "attributes.note"),
+    ] {
+        let (status, error) = server
+            .call(
+                "POST",
+                &format!("/v1/vector_stores/{store_id}/files"),
+                Some(json!({"file_id": file["id"], "attributes": attributes})),
+                None,
+            )
+            .await;
+        assert_eq!(
+            (status, error["error"]["param"].as_str()),
+            (400, Some(param)),
+            "{error}"
+        );
+    }
+    let (status, files) = server
+        .call(
+            "GET",
+            &format!("/v1/vector_stores/{store_id}/files"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, &files["data"]),
+        (200, &json!([])),
+        "nothing attached"
     );
 }
 
