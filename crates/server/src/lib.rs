@@ -300,6 +300,9 @@ pub async fn serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
+    // Each streamed event is a small write: without this, Nagle's algorithm holds every one
+    // after the first until the client's delayed ACK (about 40 ms on Linux).
+    .tcp_nodelay(true)
     .with_graceful_shutdown(shutdown)
     .await?;
     Ok(())
