@@ -1,26 +1,34 @@
-//! `/v1/responses`: OpenAI's Responses API, one model turn per request.
+//! `/v1/responses`: OpenAI's Responses API.
 //!
 //! - Input is a string or a list of items (messages, `function_call`, `function_call_output`);
 //!   `previous_response_id` continues a stored conversation, `instructions` lead it.
-//! - `file_search` tools search their vector stores (the tenant's own) for the last user text
-//!   before the model answers: the passages go to the model numbered, the output holds a
-//!   `file_search_call` item with the results, and the answer's `[n]` markers become
-//!   `file_citation` annotations on the message.
+//! - `file_search` tools search their vector stores (the tenant's own), and `web_search` tools
+//!   the configured web search, for the last user text before the model answers: the passages go
+//!   to the model numbered, the output holds a `file_search_call` / `web_search_call` item, and
+//!   the answer's `[n]` markers become `file_citation` / `url_citation` annotations.
+//! - `mcp` tools: the server lists an MCP server's tools, offers them to the model and runs its
+//!   calls (`mcp_call` items), turn after turn, until the model answers (at most [`MAX_ROUNDS`]).
 //! - `function` tools go to the model; its calls come back as `function_call` items for the
 //!   client to run and answer with `function_call_output` items and `previous_response_id`.
 //! - With `stream`, the answer comes as server-sent events (`response.created`, …,
-//!   `response.output_text.delta`, `response.function_call_arguments.delta`, …,
-//!   `response.completed`).
+//!   `response.output_text.delta`, `response.function_call_arguments.delta`,
+//!   `response.mcp_call.completed`, …, `response.completed`); without, the same turn is run and
+//!   only its end is sent.
 //! - `store` (default true) keeps the response for `GET`, `input_items` and continuation.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use corral_core::{
-    ChatDelta, ChatRequest, ChatResponse, FinishReason, Message, Sampling, SearchMode, ToolCall,
-    ToolSpec,
+    ChatDelta, ChatModel, ChatRequest, ChatResponse, FinishReason, Message, Sampling, SearchMode,
+    Tool, ToolCall, ToolSpec, Usage,
 };
+use corral_stack::ServerSettings;
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -151,6 +159,8 @@ fn input_messages(input: &Value, history: bool) -> Result<Vec<Message>, ApiError
 struct Tools {
     functions: Vec<ToolSpec>,
     file_search: Option<FileSearch>,
+    web_search: bool,
+    mcp: Vec<McpServer>,
 }
 
 /// A `file_search` tool: its stores, result count and attribute filter.
@@ -160,10 +170,30 @@ struct FileSearch {
     filter: Option<AttributeFilter>,
 }
 
-fn tools(tools: &[Value]) -> Result<Tools, ApiError> {
+/// An `mcp` tool: a streamable-HTTP MCP server whose tools the server runs for the model.
+struct McpServer {
+    label: String,
+    url: String,
+    headers: BTreeMap<String, String>,
+    /// `allowed_tools`: only these of its tools (all when `None`).
+    allowed: Option<Vec<String>>,
+    at: String,
+}
+
+/// The tool types that search the web before the model answers.
+const WEB_SEARCH_TYPES: [&str; 4] = [
+    "web_search",
+    "web_search_preview",
+    "web_search_2025_08_26",
+    "web_search_preview_2025_03_11",
+];
+
+fn tools(tools: &[Value], settings: &ServerSettings) -> Result<Tools, ApiError> {
     let mut out = Tools {
         functions: Vec::new(),
         file_search: None,
+        web_search: false,
+        mcp: Vec::new(),
     };
     for (i, tool) in tools.iter().enumerate() {
         let at = format!("tools[{i}]");
@@ -218,11 +248,13 @@ fn tools(tools: &[Value]) -> Result<Tools, ApiError> {
                     filter,
                 });
             }
+            Some(kind) if WEB_SEARCH_TYPES.contains(&kind) => out.web_search = true,
+            Some("mcp") => out.mcp.push(mcp_server(tool, &at, settings)?),
             other => {
                 return Err(ApiError::invalid_param(
                     &format!("{at}.type"),
                     format!(
-                        "`{at}.type` = `{}`: function and file_search tools are supported",
+                        "`{at}.type` = `{}`: function, file_search, web_search and mcp tools are supported",
                         other.unwrap_or("?")
                     ),
                 ));
@@ -232,24 +264,150 @@ fn tools(tools: &[Value]) -> Result<Tools, ApiError> {
     Ok(out)
 }
 
+fn mcp_server(tool: &Value, at: &str, settings: &ServerSettings) -> Result<McpServer, ApiError> {
+    let text = |name: &str| {
+        tool.get(name)
+            .and_then(Value::as_str)
+            .filter(|s| !s.trim().is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                ApiError::invalid_param(
+                    &format!("{at}.{name}"),
+                    format!("`{at}.{name}` must be a non-empty string"),
+                )
+            })
+    };
+    let label = text("server_label")?;
+    if tool.get("connector_id").is_some() {
+        return Err(ApiError::invalid_param(
+            &format!("{at}.connector_id"),
+            format!("`{at}.connector_id`: connectors are OpenAI's own; give `server_url`"),
+        ));
+    }
+    let url = text("server_url")?;
+    let allowed = settings
+        .mcp_allowed_urls
+        .iter()
+        .any(|prefix| prefix == "*" || url.starts_with(prefix.as_str()));
+    if !allowed {
+        return Err(ApiError::invalid_param(
+            &format!("{at}.server_url"),
+            format!(
+                "`{at}.server_url` = `{url}` is not among the MCP servers this server may reach \
+                 (its operator lists them in `server.mcp_allowed_urls`)"
+            ),
+        ));
+    }
+    match tool.get("require_approval") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) if s == "never" => {}
+        Some(_) => {
+            return Err(ApiError::invalid_param(
+                &format!("{at}.require_approval"),
+                format!(
+                    "`{at}.require_approval`: approvals are not supported; the server runs the \
+                     tools it lists (give \"never\", or leave it out)"
+                ),
+            ));
+        }
+    }
+    let mut headers = BTreeMap::new();
+    match tool.get("headers") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(map)) => {
+            for (name, value) in map {
+                let value = value.as_str().ok_or_else(|| {
+                    ApiError::invalid_param(
+                        &format!("{at}.headers.{name}"),
+                        format!("`{at}.headers.{name}` must be a string"),
+                    )
+                })?;
+                headers.insert(name.clone(), value.to_string());
+            }
+        }
+        Some(_) => {
+            return Err(ApiError::invalid_param(
+                &format!("{at}.headers"),
+                format!("`{at}.headers` must be an object of strings"),
+            ));
+        }
+    }
+    let names = |list: &Value| {
+        list.as_array().and_then(|names| {
+            names
+                .iter()
+                .map(|n| n.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+        })
+    };
+    let allowed = match tool.get("allowed_tools") {
+        None | Some(Value::Null) => None,
+        Some(list @ Value::Array(_)) => names(list),
+        Some(Value::Object(filter)) => filter.get("tool_names").and_then(names),
+        Some(_) => None,
+    };
+    if tool.get("allowed_tools").is_some_and(|v| !v.is_null()) && allowed.is_none() {
+        return Err(ApiError::invalid_param(
+            &format!("{at}.allowed_tools"),
+            format!(
+                "`{at}.allowed_tools` must be a list of tool names or {{\"tool_names\": [...]}}"
+            ),
+        ));
+    }
+    Ok(McpServer {
+        label,
+        url,
+        headers,
+        allowed,
+        at: at.to_string(),
+    })
+}
+
+/// A passage the model is given to cite: from a vector store, or a web search result.
+#[derive(Debug, Clone)]
+enum Source {
+    File(FoundPassage),
+    Web {
+        title: String,
+        url: String,
+        snippet: String,
+    },
+}
+
 /// The passages as the model reads them, numbered for citation.
-fn context(passages: &[FoundPassage]) -> String {
+fn context(sources: &[Source]) -> String {
     let mut text = String::from(
         "Answer from these passages. Cite each passage you use with its number in brackets, like [1].\n\n",
     );
-    for (i, p) in passages.iter().enumerate() {
-        text.push_str(&format!(
-            "[{}] {}\n{}\n\n",
-            i + 1,
-            p.filename,
-            p.text.trim()
-        ));
+    for (i, source) in sources.iter().enumerate() {
+        match source {
+            Source::File(p) => {
+                text.push_str(&format!(
+                    "[{}] {}\n{}\n\n",
+                    i + 1,
+                    p.filename,
+                    p.text.trim()
+                ));
+            }
+            Source::Web {
+                title,
+                url,
+                snippet,
+            } => {
+                text.push_str(&format!(
+                    "[{}] {title} ({url})\n{}\n\n",
+                    i + 1,
+                    snippet.trim()
+                ));
+            }
+        }
     }
     text
 }
 
-/// `file_citation` annotations for the `[n]` markers in `text` (character offsets).
-fn citations(text: &str, passages: &[FoundPassage]) -> Vec<Value> {
+/// Annotations for the `[n]` markers in `text` (character offsets): `file_citation` for a
+/// vector store's passage, `url_citation` for a web result.
+fn citations(text: &str, sources: &[Source]) -> Vec<Value> {
     let mut out = Vec::new();
     let chars: Vec<char> = text.chars().collect();
     let mut i = 0;
@@ -259,9 +417,20 @@ fn citations(text: &str, passages: &[FoundPassage]) -> Vec<Value> {
         {
             let inner: String = chars[i + 1..i + 1 + close].iter().collect();
             if let Ok(n) = inner.trim().parse::<usize>()
-                && let Some(p) = n.checked_sub(1).and_then(|k| passages.get(k))
+                && let Some(source) = n.checked_sub(1).and_then(|k| sources.get(k))
             {
-                out.push(json!({"type": "file_citation", "index": i, "file_id": p.file_id, "filename": p.filename}));
+                out.push(match source {
+                    Source::File(p) => {
+                        json!({"type": "file_citation", "index": i, "file_id": p.file_id, "filename": p.filename})
+                    }
+                    Source::Web { title, url, .. } => json!({
+                        "type": "url_citation",
+                        "start_index": i,
+                        "end_index": i + close + 2,
+                        "url": url,
+                        "title": title,
+                    }),
+                });
             }
             i += close + 1;
         }
@@ -270,14 +439,21 @@ fn citations(text: &str, passages: &[FoundPassage]) -> Vec<Value> {
     out
 }
 
-fn message_item(id: &str, text: &str, passages: &[FoundPassage]) -> Value {
+fn message_item(id: &str, text: &str, sources: &[Source]) -> Value {
     json!({
         "id": id,
         "type": "message",
         "role": "assistant",
         "status": "completed",
-        "content": [{"type": "output_text", "text": text, "annotations": citations(text, passages)}],
+        "content": [{"type": "output_text", "text": text, "annotations": citations(text, sources)}],
     })
+}
+
+fn arguments_text(call: &ToolCall) -> String {
+    match &call.arguments {
+        Value::String(raw) => raw.clone(),
+        other => other.to_string(),
+    }
 }
 
 fn function_item(call: &ToolCall) -> Value {
@@ -286,10 +462,7 @@ fn function_item(call: &ToolCall) -> Value {
         "type": "function_call",
         "call_id": call.id,
         "name": call.name,
-        "arguments": match &call.arguments {
-            Value::String(raw) => raw.clone(),
-            other => other.to_string(),
-        },
+        "arguments": arguments_text(call),
         "status": "completed",
     })
 }
@@ -302,6 +475,127 @@ fn search_item(id: &str, query: &str, passages: &[FoundPassage]) -> Value {
     json!({"id": id, "type": "file_search_call", "status": "completed", "queries": [query], "results": results})
 }
 
+/// Runs the configured web search (the first tool group of a `web_search` provider) for `query`.
+async fn web_search(app: &crate::App, query: &str) -> Result<Vec<Source>, ApiError> {
+    let config = app.stack.config();
+    let group = config.tool_groups.iter().find(|group| {
+        config
+            .providers
+            .tool_runtime
+            .iter()
+            .any(|p| p.id == group.provider && p.provider_type == "web_search")
+    });
+    let Some(group) = group else {
+        return Err(ApiError::invalid_param(
+            "tools",
+            "a `web_search` tool needs a web search tool group in the server's config \
+             ([[providers.tool_runtime]] type = \"web_search\"); none is configured",
+        ));
+    };
+    let tools = app
+        .stack
+        .tool_group(&group.id)
+        .await
+        .map_err(|e| ApiError::from_capability(&e))?;
+    let Some(tool) = tools.iter().find(|t| t.spec().name == "web_search") else {
+        return Err(crate::vector_stores::internal_error(
+            "searching the web",
+            format!("tool group `{}` has no web_search tool", group.id),
+        ));
+    };
+    let output = tool
+        .call(json!({"query": query}))
+        .await
+        .map_err(|e| ApiError::from_capability(&e))?;
+    let results = output
+        .metadata
+        .get("results")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let field = |r: &Value, name: &str| r[name].as_str().unwrap_or_default().to_string();
+    Ok(results
+        .iter()
+        .map(|r| Source::Web {
+            title: field(r, "title"),
+            url: field(r, "url"),
+            snippet: field(r, "snippet"),
+        })
+        .collect())
+}
+
+/// The tools of the request's MCP servers, and an `mcp_list_tools` item per server.
+async fn mcp_tools(
+    app: &crate::App,
+    servers: &[McpServer],
+    taken: &[ToolSpec],
+) -> Result<(Vec<McpTool>, Vec<Value>), ApiError> {
+    let mut tools: Vec<McpTool> = Vec::new();
+    let mut items = Vec::new();
+    for server in servers {
+        let listed = corral_stack::mcp_tools_over_http(
+            &server.url,
+            server.headers.clone(),
+            &*app.stack,
+        )
+        .await
+        .map_err(|e| {
+            tracing::warn!(server = %server.label, error = %e, "listing an MCP server's tools");
+            ApiError {
+                param: Some(format!("{}.server_url", server.at)),
+                ..ApiError::new(
+                    StatusCode::FAILED_DEPENDENCY,
+                    format!(
+                        "could not list the tools of MCP server `{}`: {e}",
+                        server.label
+                    ),
+                )
+            }
+        })?;
+        let mut described = Vec::new();
+        for tool in listed {
+            let name = tool.spec().name.clone();
+            if server.allowed.as_ref().is_some_and(|a| !a.contains(&name)) {
+                continue;
+            }
+            let clash = taken.iter().any(|f| f.name == name)
+                || tools.iter().any(|t| t.tool.spec().name == name);
+            if clash {
+                return Err(ApiError::invalid_param(
+                    &server.at,
+                    format!(
+                        "MCP server `{}` has a tool `{name}`, a name another tool of this request has",
+                        server.label
+                    ),
+                ));
+            }
+            described.push(json!({
+                "name": name,
+                "description": tool.spec().description,
+                "input_schema": tool.spec().parameters,
+                "annotations": null,
+            }));
+            tools.push(McpTool {
+                label: server.label.clone(),
+                tool,
+            });
+        }
+        items.push(json!({
+            "id": new_id("mcpl"),
+            "type": "mcp_list_tools",
+            "server_label": server.label,
+            "tools": described,
+        }));
+    }
+    Ok((tools, items))
+}
+
+/// A tool of an MCP server, with its server's label.
+struct McpTool {
+    label: String,
+    tool: Arc<dyn Tool>,
+}
+
 /// What one request turns into before the model runs.
 struct Prepared {
     id: String,
@@ -310,8 +604,10 @@ struct Prepared {
     conversation: Vec<Message>,
     new_input: Value,
     request: ChatRequest,
-    passages: Vec<FoundPassage>,
-    search: Option<Value>,
+    sources: Vec<Source>,
+    /// The items that come before the model's: searches, MCP tool listings.
+    lead: Vec<Value>,
+    mcp: Vec<McpTool>,
     store: bool,
     conversation_id: Option<String>,
     echo: Value,
@@ -322,7 +618,7 @@ async fn prepare(
     tenant: &Tenant,
     request: CreateResponse,
 ) -> Result<Prepared, ApiError> {
-    let tools = tools(&request.tools)?;
+    let tools = tools(&request.tools, &app.stack.config().server)?;
     if request.conversation.is_some() && request.previous_response_id.is_some() {
         return Err(ApiError::invalid_param(
             "conversation",
@@ -369,19 +665,19 @@ async fn prepare(
         messages.push(Message::system(instructions.clone()));
     }
     messages.extend(conversation.iter().cloned());
-    let mut passages = Vec::new();
-    let mut search = None;
+    let query = conversation
+        .iter()
+        .rev()
+        .find(|m| matches!(m, Message::User { .. }))
+        .map(Message::text)
+        .unwrap_or_default();
+    let mut sources = Vec::new();
+    let mut lead = Vec::new();
     if let Some(file_search) = &tools.file_search {
-        let max = file_search.max;
-        let query = conversation
-            .iter()
-            .rev()
-            .find(|m| matches!(m, Message::User { .. }))
-            .map(Message::text)
-            .unwrap_or_default();
+        let mut passages = Vec::new();
         let store_search = StoreSearch {
             text: &query,
-            top_k: max,
+            top_k: file_search.max,
             mode: SearchMode::Hybrid,
             min_score: None,
             filter: file_search.filter.as_ref(),
@@ -394,17 +690,31 @@ async fn prepare(
             passages.extend(search_store(app, tenant, &store, &store_search).await?);
         }
         passages.sort_by(|a, b| b.score.total_cmp(&a.score));
-        passages.truncate(max);
-        search = Some(search_item(&new_id("fs"), &query, &passages));
-        if !passages.is_empty() {
-            // The passages go just before the last user message.
-            let at = messages
-                .iter()
-                .rposition(|m| matches!(m, Message::User { .. }))
-                .unwrap_or(messages.len());
-            messages.insert(at, Message::system(context(&passages)));
-        }
+        passages.truncate(file_search.max);
+        lead.push(search_item(&new_id("fs"), &query, &passages));
+        sources.extend(passages.into_iter().map(Source::File));
     }
+    if tools.web_search {
+        sources.extend(web_search(app, &query).await?);
+        lead.push(json!({
+            "id": new_id("ws"),
+            "type": "web_search_call",
+            "status": "completed",
+            "action": {"type": "search", "query": query},
+        }));
+    }
+    if !sources.is_empty() {
+        // The passages go just before the last user message.
+        let at = messages
+            .iter()
+            .rposition(|m| matches!(m, Message::User { .. }))
+            .unwrap_or(messages.len());
+        messages.insert(at, Message::system(context(&sources)));
+    }
+    let (mcp, listings) = mcp_tools(app, &tools.mcp, &tools.functions).await?;
+    lead.extend(listings);
+    let mut specs = tools.functions;
+    specs.extend(mcp.iter().map(|t| t.tool.spec().clone()));
     let echo = json!({
         "instructions": request.instructions,
         "tools": request.tools,
@@ -429,32 +739,44 @@ async fn prepare(
                 ..Sampling::default()
             },
             max_tokens: request.max_output_tokens,
-            tools: tools.functions,
+            tools: specs,
             ..ChatRequest::default()
         },
-        passages,
-        search,
+        sources,
+        lead,
+        mcp,
         store: request.store.unwrap_or(true),
         conversation_id,
         echo,
     })
 }
 
+/// The most model calls one response makes while the model calls MCP tools.
+const MAX_ROUNDS: usize = 8;
+
+/// What the turn's runner yields: events for a stream, then the finished response or an error.
+enum Step {
+    Event(&'static str, Value),
+    Done(Value),
+    Failed(ApiError),
+}
+
 impl Prepared {
-    /// The response object for `answer`, and the conversation after it.
-    fn finish(&self, answer: &ChatResponse, message_id: &str) -> (Value, Vec<Message>) {
-        let mut output: Vec<Value> = self.search.iter().cloned().collect();
-        if !answer.text.is_empty() || answer.tool_calls.is_empty() {
-            output.push(message_item(message_id, &answer.text, &self.passages));
-        }
-        output.extend(answer.tool_calls.iter().map(function_item));
-        let usage = answer.usage.unwrap_or_default();
+    /// The response object for `output`, after the model's last `answer`.
+    fn body(&self, output: Vec<Value>, answer: &ChatResponse, usage: Usage, cut: bool) -> Value {
+        let incomplete = if answer.finish_reason == FinishReason::Length {
+            json!({"reason": "max_output_tokens"})
+        } else if cut {
+            json!({"reason": "max_tool_calls"})
+        } else {
+            Value::Null
+        };
         let mut body = json!({
             "id": self.id,
             "object": "response",
             "created_at": self.created_at,
-            "status": if answer.finish_reason == FinishReason::Length { "incomplete" } else { "completed" },
-            "incomplete_details": if answer.finish_reason == FinishReason::Length { json!({"reason": "max_output_tokens"}) } else { Value::Null },
+            "status": if incomplete.is_null() { "completed" } else { "incomplete" },
+            "incomplete_details": incomplete,
             "error": null,
             "model": self.model,
             "output": output,
@@ -470,9 +792,56 @@ impl Prepared {
         if let (Some(body), Some(echo)) = (body.as_object_mut(), self.echo.as_object()) {
             body.extend(echo.clone());
         }
-        let mut conversation = self.conversation.clone();
-        conversation.push(answer.to_message());
-        (body, conversation)
+        body
+    }
+
+    /// Runs an MCP tool call; the `mcp_call` item and what the model reads back.
+    async fn run_mcp(&self, call: &ToolCall, item_id: &str) -> (Value, String) {
+        let label = self
+            .mcp
+            .iter()
+            .find(|t| t.tool.spec().name == call.name)
+            .map(|t| t.label.clone())
+            .unwrap_or_default();
+        let arguments = match &call.arguments {
+            Value::String(raw) => {
+                serde_json::from_str(raw).map_err(|e| corral_core::ToolError::InvalidArguments {
+                    field: None,
+                    message: format!("the arguments are not JSON: {e}"),
+                })
+            }
+            other => Ok(other.clone()),
+        };
+        let result = match (
+            arguments,
+            self.mcp.iter().find(|t| t.tool.spec().name == call.name),
+        ) {
+            (Ok(arguments), Some(tool)) => tool.tool.call(arguments).await,
+            (Err(e), _) => Err(e),
+            (Ok(_), None) => Err(corral_core::ToolError::Failed(format!(
+                "no tool `{}`",
+                call.name
+            ))),
+        };
+        let (output, error, read_back) = match result {
+            Ok(output) => (json!(output.content), Value::Null, output.content),
+            Err(e) => (Value::Null, json!(e.to_string()), format!("error: {e}")),
+        };
+        let item = json!({
+            "id": item_id,
+            "type": "mcp_call",
+            "server_label": label,
+            "name": call.name,
+            "arguments": arguments_text(call),
+            "output": output,
+            "error": error,
+            "status": if error.is_null() { "completed" } else { "failed" },
+        });
+        (item, read_back)
+    }
+
+    fn is_mcp(&self, name: &str) -> bool {
+        self.mcp.iter().any(|t| t.tool.spec().name == name)
     }
 
     /// Keeps the response (unless `store` is false) and appends the turn to its conversation.
@@ -511,6 +880,202 @@ impl Prepared {
     }
 }
 
+/// A tool call being streamed: where its item sits and what it is.
+struct StreamedCall {
+    index: usize,
+    output_index: usize,
+    item_id: Option<String>,
+    mcp: bool,
+    /// Argument fragments that came before the call's name.
+    pending: String,
+}
+
+/// Runs the turn: the model's answer streamed from `first`, then, while it calls MCP tools,
+/// the calls and the next answer, up to [`MAX_ROUNDS`]. Yields the stream's events and, last,
+/// the response (kept as `save` says) or the error that ended it.
+fn run(
+    app: AppState,
+    tenant: Tenant,
+    prepared: Prepared,
+    model: Arc<dyn ChatModel>,
+    meter: crate::routes::Meter,
+    first: corral_core::ChatStream,
+) -> impl futures::Stream<Item = Step> + Send + 'static {
+    async_stream::stream! {
+        let pending = json!({"id": prepared.id, "object": "response", "created_at": prepared.created_at, "status": "in_progress", "model": prepared.model, "output": []});
+        yield Step::Event("response.created", json!({"response": pending}));
+        yield Step::Event("response.in_progress", json!({"response": pending}));
+        let mut output: Vec<Value> = Vec::new();
+        for item in &prepared.lead {
+            yield Step::Event("response.output_item.added", json!({"output_index": output.len(), "item": item}));
+            yield Step::Event("response.output_item.done", json!({"output_index": output.len(), "item": item}));
+            output.push(item.clone());
+        }
+        let mut request = prepared.request.clone();
+        let mut conversation = prepared.conversation.clone();
+        let mut usage = Usage::default();
+        let mut deltas = first;
+        let mut round = 1;
+        loop {
+            let message_id = new_id("msg");
+            let mut message_index = None;
+            let mut calls: Vec<StreamedCall> = Vec::new();
+            let mut next_index = output.len();
+            let mut collector = corral_core::StreamCollector::default();
+            while let Some(delta) = deltas.next().await {
+                let delta = match delta {
+                    Ok(delta) => delta,
+                    Err(e) => {
+                        yield Step::Failed(meter.fail(&e));
+                        return;
+                    }
+                };
+                match &delta {
+                    ChatDelta::Text { text } if !text.is_empty() => {
+                        let index = match message_index {
+                            Some(index) => index,
+                            None => {
+                                let index = next_index;
+                                next_index += 1;
+                                message_index = Some(index);
+                                let item = json!({"id": message_id, "type": "message", "role": "assistant", "status": "in_progress", "content": []});
+                                yield Step::Event("response.output_item.added", json!({"output_index": index, "item": item}));
+                                yield Step::Event("response.content_part.added", json!({"item_id": message_id, "output_index": index, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}));
+                                index
+                            }
+                        };
+                        yield Step::Event("response.output_text.delta", json!({"item_id": message_id, "output_index": index, "content_index": 0, "delta": text}));
+                    }
+                    ChatDelta::ToolCall(fragment) => {
+                        let position = match calls.iter().position(|c| c.index == fragment.index) {
+                            Some(p) => p,
+                            None => {
+                                calls.push(StreamedCall { index: fragment.index, output_index: 0, item_id: None, mcp: false, pending: String::new() });
+                                calls.len() - 1
+                            }
+                        };
+                        let call = &mut calls[position];
+                        if call.item_id.is_none() {
+                            match &fragment.name {
+                                // Not yet known whose call it is: keep its arguments for later.
+                                None => call.pending.push_str(&fragment.arguments),
+                                Some(name) => {
+                                    let call_id = fragment.id.clone().unwrap_or_else(|| format!("call_{}", fragment.index));
+                                    call.mcp = prepared.is_mcp(name);
+                                    call.output_index = next_index;
+                                    next_index += 1;
+                                    let item = if call.mcp {
+                                        let id = format!("mcp_{call_id}");
+                                        call.item_id = Some(id.clone());
+                                        json!({"id": id, "type": "mcp_call", "server_label": prepared.mcp.iter().find(|t| &t.tool.spec().name == name).map(|t| t.label.clone()), "name": name, "arguments": "", "status": "in_progress"})
+                                    } else {
+                                        let id = format!("fc_{call_id}");
+                                        call.item_id = Some(id.clone());
+                                        json!({"id": id, "type": "function_call", "call_id": call_id, "name": name, "arguments": "", "status": "in_progress"})
+                                    };
+                                    yield Step::Event("response.output_item.added", json!({"output_index": call.output_index, "item": item}));
+                                    call.pending.push_str(&fragment.arguments);
+                                    let text = std::mem::take(&mut call.pending);
+                                    if !text.is_empty() {
+                                        let kind = if call.mcp { "response.mcp_call_arguments.delta" } else { "response.function_call_arguments.delta" };
+                                        yield Step::Event(kind, json!({"item_id": call.item_id, "output_index": call.output_index, "delta": text}));
+                                    }
+                                }
+                            }
+                        } else if !fragment.arguments.is_empty() {
+                            let kind = if call.mcp { "response.mcp_call_arguments.delta" } else { "response.function_call_arguments.delta" };
+                            yield Step::Event(kind, json!({"item_id": call.item_id, "output_index": call.output_index, "delta": fragment.arguments}));
+                        }
+                    }
+                    _ => {}
+                }
+                collector.push(delta);
+            }
+            let answer = collector.finish();
+            meter.usage(answer.usage);
+            if let Some(u) = answer.usage {
+                usage.prompt_tokens = usage.prompt_tokens.saturating_add(u.prompt_tokens);
+                usage.completion_tokens = usage.completion_tokens.saturating_add(u.completion_tokens);
+            }
+            // This round's items, in the order they were announced.
+            let mut round_items: Vec<(usize, Value)> = Vec::new();
+            if !answer.text.is_empty() || answer.tool_calls.is_empty() {
+                let index = match message_index {
+                    Some(index) => index,
+                    None => {
+                        let index = next_index;
+                        next_index += 1;
+                        index
+                    }
+                };
+                let item = message_item(&message_id, &answer.text, &prepared.sources);
+                if message_index.is_some() {
+                    let part = &item["content"][0];
+                    yield Step::Event("response.output_text.done", json!({"item_id": message_id, "output_index": index, "content_index": 0, "text": part["text"]}));
+                    yield Step::Event("response.content_part.done", json!({"item_id": message_id, "output_index": index, "content_index": 0, "part": part}));
+                }
+                round_items.push((index, item));
+            }
+            conversation.push(answer.to_message());
+            request.messages.push(answer.to_message());
+            let mut ran_mcp = false;
+            let mut client_calls = false;
+            for (k, call) in answer.tool_calls.iter().enumerate() {
+                let streamed = calls.get(k);
+                let index = match streamed {
+                    Some(s) if s.item_id.is_some() => s.output_index,
+                    _ => {
+                        let index = next_index;
+                        next_index += 1;
+                        index
+                    }
+                };
+                if prepared.is_mcp(&call.name) {
+                    let item_id = format!("mcp_{}", call.id);
+                    yield Step::Event("response.mcp_call_arguments.done", json!({"item_id": item_id, "output_index": index, "arguments": arguments_text(call)}));
+                    yield Step::Event("response.mcp_call.in_progress", json!({"item_id": item_id, "output_index": index}));
+                    let (item, read_back) = prepared.run_mcp(call, &item_id).await;
+                    let done = if item["error"].is_null() { "response.mcp_call.completed" } else { "response.mcp_call.failed" };
+                    yield Step::Event(done, json!({"item_id": item_id, "output_index": index}));
+                    conversation.push(Message::tool_result(call.id.clone(), read_back.clone()));
+                    request.messages.push(Message::tool_result(call.id.clone(), read_back));
+                    round_items.push((index, item));
+                    ran_mcp = true;
+                } else {
+                    let item = function_item(call);
+                    yield Step::Event("response.function_call_arguments.done", json!({"item_id": item["id"], "output_index": index, "arguments": item["arguments"]}));
+                    round_items.push((index, item));
+                    client_calls = true;
+                }
+            }
+            round_items.sort_by_key(|(index, _)| *index);
+            for (index, item) in round_items {
+                yield Step::Event("response.output_item.done", json!({"output_index": index, "item": item}));
+                output.push(item);
+            }
+            let go_on = ran_mcp && !client_calls;
+            if go_on && round < MAX_ROUNDS {
+                round += 1;
+                deltas = match model.stream(&request).await {
+                    Ok(deltas) => deltas,
+                    Err(e) => {
+                        yield Step::Failed(meter.fail(&e));
+                        return;
+                    }
+                };
+                continue;
+            }
+            let body = prepared.body(output, &answer, usage, go_on);
+            if let Err(e) = prepared.save(&app, &tenant, &body, &conversation) {
+                yield Step::Failed(e);
+                return;
+            }
+            yield Step::Done(body);
+            return;
+        }
+    }
+}
+
 pub async fn create(
     State(app): State<AppState>,
     Extension(tenant): Extension<Tenant>,
@@ -520,107 +1085,41 @@ pub async fn create(
     let stream = request.stream;
     let prepared = prepare(&app, &tenant, request).await?;
     let meter = crate::routes::Meter::new(&app, &prepared.model);
-    let message_id = new_id("msg");
-    if !stream {
-        let answer = model
-            .complete(&prepared.request)
-            .await
-            .map_err(|e| meter.fail(&e))?;
-        meter.usage(answer.usage);
-        let (body, conversation) = prepared.finish(&answer, &message_id);
-        prepared.save(&app, &tenant, &body, &conversation)?;
-        return Ok(Json(body).into_response());
-    }
-    let mut deltas = model
+    // The first answer is started here, so that a model that cannot start is an HTTP error.
+    let first = model
         .stream(&prepared.request)
         .await
         .map_err(|e| meter.fail(&e))?;
-    let events = async_stream::stream! {
-        let mut sequence = 0u64;
-        let mut event = |kind: &str, mut data: Value| {
-            data["type"] = json!(kind);
-            data["sequence_number"] = json!(sequence);
-            sequence += 1;
-            Event::default().event(kind).data(data.to_string())
+    let steps = run(app.clone(), tenant, prepared, model, meter, first);
+    if !stream {
+        let mut steps = std::pin::pin!(steps);
+        while let Some(step) = steps.next().await {
+            match step {
+                Step::Event(..) => {}
+                Step::Done(body) => return Ok(Json(body).into_response()),
+                Step::Failed(e) => return Err(e),
+            }
+        }
+        return Err(crate::vector_stores::internal_error(
+            "answering",
+            "the turn ended without a response",
+        ));
+    }
+    let mut sequence = 0u64;
+    let events = steps.map(move |step| {
+        let (kind, mut data) = match step {
+            Step::Event(kind, data) => (kind, data),
+            Step::Done(body) => ("response.completed", json!({"response": body})),
+            Step::Failed(e) => (
+                "error",
+                json!({"code": e.code, "message": e.message, "param": null}),
+            ),
         };
-        let pending = json!({"id": prepared.id, "object": "response", "created_at": prepared.created_at, "status": "in_progress", "model": prepared.model, "output": []});
-        yield event("response.created", json!({"response": pending}));
-        yield event("response.in_progress", json!({"response": pending}));
-        let mut index = 0usize;
-        if let Some(search) = &prepared.search {
-            yield event("response.output_item.added", json!({"output_index": index, "item": search}));
-            yield event("response.output_item.done", json!({"output_index": index, "item": search}));
-            index += 1;
-        }
-        let message_index = index;
-        let mut collector = corral_core::StreamCollector::default();
-        let mut text_started = false;
-        let mut call_items: Vec<(usize, String)> = Vec::new();
-        while let Some(delta) = deltas.next().await {
-            let delta = match delta {
-                Ok(delta) => delta,
-                Err(e) => {
-                    let error = meter.fail(&e);
-                    yield event("error", json!({"code": error.code, "message": error.message, "param": null}));
-                    return;
-                }
-            };
-            match &delta {
-                ChatDelta::Text { text } if !text.is_empty() => {
-                    if !text_started {
-                        text_started = true;
-                        let item = json!({"id": message_id, "type": "message", "role": "assistant", "status": "in_progress", "content": []});
-                        yield event("response.output_item.added", json!({"output_index": message_index, "item": item}));
-                        yield event("response.content_part.added", json!({"item_id": message_id, "output_index": message_index, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}));
-                    }
-                    yield event("response.output_text.delta", json!({"item_id": message_id, "output_index": message_index, "content_index": 0, "delta": text}));
-                }
-                ChatDelta::ToolCall(call) => {
-                    let position = match call_items.iter().position(|(i, _)| *i == call.index) {
-                        Some(p) => p,
-                        None => {
-                            let call_id = call.id.clone().unwrap_or_else(|| format!("call_{}", call.index));
-                            call_items.push((call.index, call_id.clone()));
-                            let output_index = message_index + usize::from(text_started) + call_items.len() - 1;
-                            let item = json!({"id": format!("fc_{call_id}"), "type": "function_call", "call_id": call_id, "name": call.name, "arguments": "", "status": "in_progress"});
-                            yield event("response.output_item.added", json!({"output_index": output_index, "item": item}));
-                            call_items.len() - 1
-                        }
-                    };
-                    if !call.arguments.is_empty() {
-                        let output_index = message_index + usize::from(text_started) + position;
-                        let item_id = format!("fc_{}", call_items[position].1);
-                        yield event("response.function_call_arguments.delta", json!({"item_id": item_id, "output_index": output_index, "delta": call.arguments}));
-                    }
-                }
-                _ => {}
-            }
-            collector.push(delta);
-        }
-        let answer = collector.finish();
-        meter.usage(answer.usage);
-        let (body, conversation) = prepared.finish(&answer, &message_id);
-        let output = body["output"].as_array().cloned().unwrap_or_default();
-        for (i, item) in output.iter().enumerate().skip(message_index) {
-            match item["type"].as_str() {
-                Some("message") if text_started => {
-                    let part = &item["content"][0];
-                    yield event("response.output_text.done", json!({"item_id": message_id, "output_index": i, "content_index": 0, "text": part["text"]}));
-                    yield event("response.content_part.done", json!({"item_id": message_id, "output_index": i, "content_index": 0, "part": part}));
-                }
-                Some("function_call") => {
-                    yield event("response.function_call_arguments.done", json!({"item_id": item["id"], "output_index": i, "arguments": item["arguments"]}));
-                }
-                _ => {}
-            }
-            yield event("response.output_item.done", json!({"output_index": i, "item": item}));
-        }
-        if let Err(e) = prepared.save(&app, &tenant, &body, &conversation) {
-            yield event("error", json!({"code": e.code, "message": e.message, "param": null}));
-            return;
-        }
-        yield event("response.completed", json!({"response": body}));
-    };
+        data["type"] = json!(kind);
+        data["sequence_number"] = json!(sequence);
+        sequence += 1;
+        Event::default().event(kind).data(data.to_string())
+    });
     Ok(crate::routes::sse(events))
 }
 

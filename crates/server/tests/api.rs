@@ -1352,6 +1352,344 @@ async fn a_response_with_file_search_cites_the_file() {
     assert_eq!(status, 404);
 }
 
+/// A Tavily-shaped search API on loopback that answers every search with one result.
+async fn search_api() -> String {
+    use axum::routing::post;
+    let app = axum::Router::new().route(
+        "/search",
+        post(|axum::Json(body): axum::Json<Value>| async move {
+            axum::Json(json!({
+                "query": body["query"],
+                "results": [{
+                    "title": "How long kittens sleep",
+                    "url": "https://example.org/kittens",
+                    "content": "Kittens sleep up to twenty hours a day.",
+                    "score": 0.9,
+                }],
+            }))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    base
+}
+
+#[tokio::test]
+async fn web_search_answers_with_url_citations_and_mcp_servers_must_be_allowed() {
+    let api = search_api().await;
+    let server = start(
+        vec![Step::text("Up to twenty hours [1].")],
+        &format!(
+            r#"mcp_allowed_urls = ["https://mcp.example.com/"]
+
+[[providers.tool_runtime]]
+id = "web"
+type = "web_search"
+config = {{ backend = "tavily", api_key = "tvly-test", base_url = "{api}" }}
+
+[[tool_groups]]
+id = "search"
+provider = "web"
+"#
+        ),
+    )
+    .await;
+    let (status, response) = server
+        .call(
+            "POST",
+            "/v1/responses",
+            Some(json!({
+                "model": "chat",
+                "input": "How long do kittens sleep?",
+                "tools": [{"type": "web_search_preview"}]
+            })),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{response}");
+    let call = &response["output"][0];
+    assert_eq!(call["type"], "web_search_call");
+    assert_eq!(call["action"]["query"], "How long do kittens sleep?");
+    let text = &response["output"][1]["content"][0];
+    assert_eq!(text["text"], "Up to twenty hours [1].");
+    let citation = &text["annotations"][0];
+    assert_eq!(citation["type"], "url_citation");
+    assert_eq!(citation["url"], "https://example.org/kittens");
+    assert_eq!(citation["title"], "How long kittens sleep");
+    let marker = "Up to twenty hours ".chars().count();
+    assert_eq!(
+        (&citation["start_index"], &citation["end_index"]),
+        (&json!(marker), &json!(marker + 3))
+    );
+    let context = server.model.requests()[0].messages[0].text();
+    assert!(
+        context.contains("[1] How long kittens sleep (https://example.org/kittens)")
+            && context.contains("twenty hours a day"),
+        "{context}"
+    );
+
+    for (tool, param) in [
+        (
+            json!({"type": "mcp", "server_label": "x", "server_url": "http://10.0.0.1/mcp"}),
+            "tools[0].server_url",
+        ),
+        (
+            json!({"type": "mcp", "server_label": "x", "server_url": "https://mcp.example.com/mcp", "require_approval": "always"}),
+            "tools[0].require_approval",
+        ),
+        (
+            json!({"type": "mcp", "server_url": "https://mcp.example.com/mcp"}),
+            "tools[0].server_label",
+        ),
+        (
+            json!({"type": "mcp", "server_label": "x", "server_url": "https://mcp.example.com/mcp", "allowed_tools": "echo"}),
+            "tools[0].allowed_tools",
+        ),
+        (json!({"type": "code_interpreter"}), "tools[0].type"),
+    ] {
+        let (status, error) = server
+            .call(
+                "POST",
+                "/v1/responses",
+                Some(json!({"model": "chat", "input": "hi", "tools": [tool]})),
+                None,
+            )
+            .await;
+        assert_eq!(
+            (status, error["error"]["param"].as_str()),
+            (400, Some(param)),
+            "{error}"
+        );
+    }
+    // Without a web search tool group, `web_search` says what is missing.
+    let bare = start(vec![], "").await;
+    let (status, error) = bare
+        .call(
+            "POST",
+            "/v1/responses",
+            Some(json!({"model": "chat", "input": "hi", "tools": [{"type": "web_search"}]})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 400, "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("type = \"web_search\""),
+        "{error}"
+    );
+}
+
+/// The MCP reference server (`@modelcontextprotocol/server-everything`, from
+/// scripts/fetch-mcp-servers.sh) in streamable-HTTP mode, killed on drop; `None` when it or
+/// `node` is missing, with a line saying so.
+struct Everything(std::process::Child, u16);
+
+impl Everything {
+    async fn start(test: &str) -> Option<Self> {
+        let cache = std::env::var_os("CORRAL_CACHE")
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache/corral"))
+            })?;
+        let entry =
+            cache.join("mcp/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+        if !entry.is_file() {
+            eprintln!(
+                "SKIPPED {test}: the MCP reference server is not at {}; run scripts/fetch-mcp-servers.sh",
+                entry.display()
+            );
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let Ok(child) = std::process::Command::new("node")
+            .arg(&entry)
+            .arg("streamableHttp")
+            .env("PORT", port.to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+        else {
+            eprintln!("SKIPPED {test}: `node` could not be started");
+            return None;
+        };
+        let server = Self(child, port);
+        for _ in 0..150 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(server);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("the MCP reference server did not listen on {port} within 15 s");
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.1)
+    }
+}
+
+impl Drop for Everything {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn mcp_tools_run_on_the_server_until_the_model_answers() {
+    let Some(mcp) = Everything::start("mcp_tools_run_on_the_server_until_the_model_answers").await
+    else {
+        return;
+    };
+    let call = |id: &str, name: &str, arguments: Value| {
+        Step::tool_calls(vec![ToolCall {
+            id: id.into(),
+            name: name.into(),
+            arguments,
+        }])
+    };
+    let server = start(
+        vec![
+            call("c1", "echo", json!({"message": "hi"})),
+            call("c2", "get-sum", json!({"a": 1.5, "b": 2})),
+            Step::text("It echoed hi; the sum is 3.5."),
+            // The streamed turn: a failing call (no `message`), then the answer.
+            call("c3", "echo", json!({})),
+            Step::text("The echo failed."),
+        ],
+        r#"mcp_allowed_urls = ["http://127.0.0.1:"]"#,
+    )
+    .await;
+    let tool = json!({
+        "type": "mcp",
+        "server_label": "everything",
+        "server_url": mcp.url(),
+        "allowed_tools": ["echo", "get-sum"],
+        "require_approval": "never",
+    });
+    let (status, response) = server
+        .call(
+            "POST",
+            "/v1/responses",
+            Some(
+                json!({"model": "chat", "input": "Echo hi, then add 1.5 and 2.", "tools": [tool]}),
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{response}");
+    let output = response["output"].as_array().unwrap();
+    let kinds: Vec<&str> = output.iter().map(|i| i["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["mcp_list_tools", "mcp_call", "mcp_call", "message"]);
+    let mut listed: Vec<&str> = output[0]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    listed.sort_unstable();
+    assert_eq!(
+        listed,
+        ["echo", "get-sum"],
+        "allowed_tools narrows the list"
+    );
+    assert_eq!(output[0]["server_label"], "everything");
+    assert!(output[0]["tools"][0]["input_schema"].is_object());
+    assert_eq!(
+        (
+            &output[1]["name"],
+            &output[1]["output"],
+            &output[1]["error"]
+        ),
+        (&json!("echo"), &json!("Echo: hi"), &Value::Null)
+    );
+    assert_eq!(output[2]["output"], "The sum of 1.5 and 2 is 3.5.");
+    assert_eq!(output[2]["server_label"], "everything");
+    assert_eq!(
+        output[3]["content"][0]["text"],
+        "It echoed hi; the sum is 3.5."
+    );
+    // Each round the model read the tool results so far; it was offered the allowed tools only.
+    let requests = server.model.requests();
+    assert_eq!(requests.len(), 3);
+    let mut offered: Vec<&str> = requests[0].tools.iter().map(|t| t.name.as_str()).collect();
+    offered.sort_unstable();
+    assert_eq!(offered, ["echo", "get-sum"]);
+    let last = requests[2].messages.last().unwrap();
+    assert_eq!(
+        last,
+        &Message::tool_result("c2", "The sum of 1.5 and 2 is 3.5.")
+    );
+    assert_eq!(
+        requests[1].messages.last().unwrap(),
+        &Message::tool_result("c1", "Echo: hi")
+    );
+
+    // Streamed: a failed call is an item with its error, fed back to the model.
+    let events = events(
+        &server,
+        "/v1/responses",
+        json!({"model": "chat", "input": "Echo nothing.", "tools": [tool], "stream": true}),
+    )
+    .await;
+    let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
+    for expected in [
+        "response.mcp_call_arguments.delta",
+        "response.mcp_call_arguments.done",
+        "response.mcp_call.in_progress",
+        "response.mcp_call.failed",
+        "response.output_text.delta",
+        "response.completed",
+    ] {
+        assert!(names.contains(&expected), "no {expected} in {names:?}");
+    }
+    let (_, completed) = events.last().unwrap();
+    let output = completed["response"]["output"].as_array().unwrap();
+    let failed = &output[1];
+    assert_eq!(
+        (&failed["type"], &failed["status"]),
+        (&json!("mcp_call"), &json!("failed"))
+    );
+    assert!(
+        failed["error"].as_str().unwrap().contains("message"),
+        "{failed}"
+    );
+    assert_eq!(output[2]["content"][0]["text"], "The echo failed.");
+    let read_back = server.model.requests()[4].messages.last().unwrap().text();
+    assert!(read_back.starts_with("error:"), "{read_back}");
+    // Sequence numbers count up from zero without gaps.
+    for (i, (_, data)) in events.iter().enumerate() {
+        assert_eq!(data["sequence_number"], i, "{data}");
+    }
+
+    // An allowed server that is not there: 424, naming the server.
+    drop(mcp);
+    let (status, error) = server
+        .call(
+            "POST",
+            "/v1/responses",
+            Some(json!({"model": "chat", "input": "hi", "tools": [tool]})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 424, "{error}");
+    assert_eq!(error["error"]["param"], "tools[0].server_url");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("MCP server `everything`"),
+        "{error}"
+    );
+}
+
 #[tokio::test]
 async fn function_calls_round_trip_through_previous_response_id() {
     let call = ToolCall {
@@ -1438,7 +1776,7 @@ async fn function_calls_round_trip_through_previous_response_id() {
             "input[0]",
         ),
         (
-            json!({"model": "chat", "input": "x", "tools": [{"type": "web_search_preview"}]}),
+            json!({"model": "chat", "input": "x", "tools": [{"type": "computer_use_preview"}]}),
             "tools[0].type",
         ),
         (

@@ -321,6 +321,11 @@ pub struct ServerSettings {
     /// default `<data dir>/server` (`$CORRAL_DATA`, else `~/.local/share/corral`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<std::path::PathBuf>,
+    /// MCP servers that the Responses API's `mcp` tools may reach: URL prefixes
+    /// (`https://mcp.example.com/`), or `*` for any. None: `mcp` tools are refused, as the server
+    /// would otherwise connect wherever a client asks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp_allowed_urls: Vec<String>,
 }
 
 /// `[[server.api_keys]]`: one key and the tenant it acts for.
@@ -364,6 +369,7 @@ impl Default for ServerSettings {
             max_body_bytes: max_body_bytes(),
             request_timeout_secs: request_timeout_secs(),
             data_dir: None,
+            mcp_allowed_urls: Vec::new(),
         }
     }
 }

@@ -27,3 +27,31 @@ pub use config::{
 pub use error::{ConfigError, ConfigErrorKind};
 pub use registry::{Api, ProviderTable, ProviderType, ProviderTypeInfo, Registry};
 pub use stack::{ConfigSource, REBUILD_AFTER, Route, Stack};
+
+/// The tools of one MCP server reached over streamable HTTP at `url`, named at run time rather
+/// than in the config (the Responses API's `mcp` tool). The connection lives as long as the
+/// tools do. A build without the `mcp` feature answers with an error that says so.
+pub async fn mcp_tools_over_http(
+    url: &str,
+    headers: std::collections::BTreeMap<String, String>,
+    context: &dyn corral_core::ToolContext,
+) -> Result<Vec<std::sync::Arc<dyn corral_core::Tool>>, corral_core::ToolError> {
+    #[cfg(feature = "mcp")]
+    {
+        use corral_core::ToolRuntimeProvider as _;
+        let config = corral_tools::mcp::McpConfig {
+            headers,
+            connect_timeout_s: 15.0,
+            ..corral_tools::mcp::McpConfig::http(url)
+        };
+        let provider = corral_tools::mcp::McpProvider::new(config)?;
+        provider.tools(&serde_json::json!({}), context).await
+    }
+    #[cfg(not(feature = "mcp"))]
+    {
+        let _ = (url, headers, context);
+        Err(corral_core::ToolError::Failed(
+            "this build has no MCP client (cargo feature `mcp`)".to_string(),
+        ))
+    }
+}

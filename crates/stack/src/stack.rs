@@ -770,6 +770,15 @@ impl Checker<'_> {
                 "must be at least 1",
             ));
         }
+        for (i, url) in server.mcp_allowed_urls.iter().enumerate() {
+            if url != "*" && !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(self.error(
+                    &format!("server.mcp_allowed_urls[{i}]"),
+                    ConfigErrorKind::BadValue,
+                    format!("`{url}` is neither `*` nor an http:// or https:// URL prefix"),
+                ));
+            }
+        }
         Ok(())
     }
 
