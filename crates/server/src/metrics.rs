@@ -3,8 +3,9 @@
 //! - `corral_requests_total{method, route, status}` and `corral_request_duration_seconds`
 //!   (a histogram by route): every request, by its route template (never the raw path, so ids
 //!   do not explode the label space);
-//! - `corral_tokens_total{model, kind}`: prompt and completion tokens the models reported;
-//! - `corral_model_errors_total{model, kind}`: failed model calls by error kind.
+//! - `corral_tokens_total{model, provider, kind}`: prompt and completion tokens the models
+//!   reported;
+//! - `corral_model_errors_total{model, provider, kind}`: failed model calls by error kind.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -33,8 +34,10 @@ struct Histogram {
 struct Inner {
     requests: BTreeMap<(String, String, u16), u64>,
     durations: BTreeMap<String, Histogram>,
-    tokens: BTreeMap<(String, &'static str), u64>,
-    errors: BTreeMap<(String, String), u64>,
+    /// By model, its provider, and prompt or completion.
+    tokens: BTreeMap<(String, String, &'static str), u64>,
+    /// By model, its provider, and error kind.
+    errors: BTreeMap<(String, String, String), u64>,
 }
 
 #[derive(Debug, Default)]
@@ -76,24 +79,25 @@ impl Metrics {
         histogram.count += 1;
     }
 
-    pub fn tokens(&self, model: &str, usage: Option<corral_core::Usage>) {
+    pub fn tokens(&self, model: &str, provider: &str, usage: Option<corral_core::Usage>) {
         let Some(usage) = usage else { return };
         let mut inner = self.inner();
-        *inner
-            .tokens
-            .entry((model.to_string(), "prompt"))
-            .or_default() += u64::from(usage.prompt_tokens);
-        *inner
-            .tokens
-            .entry((model.to_string(), "completion"))
-            .or_default() += u64::from(usage.completion_tokens);
+        for (kind, n) in [
+            ("prompt", usage.prompt_tokens),
+            ("completion", usage.completion_tokens),
+        ] {
+            *inner
+                .tokens
+                .entry((model.to_string(), provider.to_string(), kind))
+                .or_default() += u64::from(n);
+        }
     }
 
-    pub fn model_error(&self, model: &str, kind: corral_core::ErrorKind) {
+    pub fn model_error(&self, model: &str, provider: &str, kind: corral_core::ErrorKind) {
         *self
             .inner()
             .errors
-            .entry((model.to_string(), format!("{kind:?}")))
+            .entry((model.to_string(), provider.to_string(), format!("{kind:?}")))
             .or_default() += 1;
     }
 
@@ -138,19 +142,21 @@ impl Metrics {
             );
         }
         out.push_str("# HELP corral_tokens_total Tokens the models reported.\n# TYPE corral_tokens_total counter\n");
-        for ((model, kind), n) in &inner.tokens {
+        for ((model, provider, kind), n) in &inner.tokens {
             let _ = writeln!(
                 out,
-                "corral_tokens_total{{model=\"{}\",kind=\"{kind}\"}} {n}",
-                label(model)
+                "corral_tokens_total{{model=\"{}\",provider=\"{}\",kind=\"{kind}\"}} {n}",
+                label(model),
+                label(provider)
             );
         }
         out.push_str("# HELP corral_model_errors_total Failed model calls, by error kind.\n# TYPE corral_model_errors_total counter\n");
-        for ((model, kind), n) in &inner.errors {
+        for ((model, provider, kind), n) in &inner.errors {
             let _ = writeln!(
                 out,
-                "corral_model_errors_total{{model=\"{}\",kind=\"{}\"}} {n}",
+                "corral_model_errors_total{{model=\"{}\",provider=\"{}\",kind=\"{}\"}} {n}",
                 label(model),
+                label(provider),
                 label(kind)
             );
         }

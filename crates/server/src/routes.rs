@@ -270,24 +270,37 @@ pub async fn completions(
 pub struct Meter {
     app: AppState,
     model: String,
+    /// The provider that serves the model (the model's entry names it).
+    provider: String,
 }
 
 impl Meter {
     pub fn new(app: &AppState, model: &str) -> Self {
+        let provider = app
+            .stack
+            .config()
+            .models
+            .iter()
+            .find(|m| m.id == model)
+            .map(|m| m.provider.clone())
+            .unwrap_or_default();
         Self {
             app: app.clone(),
             model: model.to_string(),
+            provider,
         }
     }
 
     /// Records a failed call and turns it into the client's error.
     pub fn fail<E: corral_core::CapabilityError + std::fmt::Display>(&self, e: &E) -> ApiError {
-        self.app.metrics.model_error(&self.model, e.kind());
+        self.app
+            .metrics
+            .model_error(&self.model, &self.provider, e.kind());
         ApiError::from_capability(e)
     }
 
     pub fn usage(&self, usage: Option<corral_core::Usage>) {
-        self.app.metrics.tokens(&self.model, usage);
+        self.app.metrics.tokens(&self.model, &self.provider, usage);
     }
 }
 

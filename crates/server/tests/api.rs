@@ -1938,9 +1938,9 @@ async fn metrics_count_requests_tokens_and_model_errors() {
         r#"corral_requests_total{method="GET",route="/v1/models/:model_id",status="404"} 1"#,
         r#"corral_request_duration_seconds_count{route="/v1/chat/completions"} 2"#,
         r#"corral_request_duration_seconds_bucket{route="/v1/chat/completions",le="+Inf"} 2"#,
-        r#"corral_tokens_total{model="chat",kind="prompt"} 12"#,
-        r#"corral_tokens_total{model="chat",kind="completion"} 3"#,
-        r#"corral_model_errors_total{model="chat",kind="InvalidRequest"} 1"#,
+        r#"corral_tokens_total{model="chat",provider="p",kind="prompt"} 12"#,
+        r#"corral_tokens_total{model="chat",provider="p",kind="completion"} 3"#,
+        r#"corral_model_errors_total{model="chat",provider="p",kind="InvalidRequest"} 1"#,
         "# TYPE corral_request_duration_seconds histogram",
     ] {
         assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
