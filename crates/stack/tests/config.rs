@@ -243,6 +243,14 @@ fn server_keys_and_limits_are_checked() {
         ConfigErrorKind::BadValue,
         "server.max_body_bytes",
     );
+    assert_error(
+        build("[server]\nmcp_allowed_urls = [\"*\", \"mcp.example.com\"]\n"),
+        ConfigErrorKind::BadValue,
+        "server.mcp_allowed_urls[1]",
+    );
+    let allowed = build("[server]\nmcp_allowed_urls = [\"*\", \"https://mcp.example.com/\"]\n")
+        .expect("URL prefixes and * build");
+    assert_eq!(allowed.config().server.mcp_allowed_urls.len(), 2);
     let stack = build(&format!("{}{}", key("k1", "a"), key("k2", "b"))).expect("two keys build");
     assert_eq!(stack.config().server.api_keys.len(), 2);
     // A key never shows in debug output.
