@@ -285,10 +285,21 @@ fn mcp_server(tool: &Value, at: &str, settings: &ServerSettings) -> Result<McpSe
         ));
     }
     let url = text("server_url")?;
+    // Compared in its parsed form, so that `http://allowed.host:1@elsewhere/` (a user name and
+    // password before another host) or an upper-case host cannot slip past a prefix.
+    let parsed = url::Url::parse(&url).ok().filter(|u| {
+        matches!(u.scheme(), "http" | "https") && u.username().is_empty() && u.password().is_none()
+    });
+    let Some(parsed) = parsed else {
+        return Err(ApiError::invalid_param(
+            &format!("{at}.server_url"),
+            format!("`{at}.server_url` = `{url}` is not an http(s) URL without credentials"),
+        ));
+    };
     let allowed = settings
         .mcp_allowed_urls
         .iter()
-        .any(|prefix| prefix == "*" || url.starts_with(prefix.as_str()));
+        .any(|prefix| prefix == "*" || parsed.as_str().starts_with(prefix.as_str()));
     if !allowed {
         return Err(ApiError::invalid_param(
             &format!("{at}.server_url"),
@@ -356,7 +367,7 @@ fn mcp_server(tool: &Value, at: &str, settings: &ServerSettings) -> Result<McpSe
     }
     Ok(McpServer {
         label,
-        url,
+        url: parsed.into(),
         headers,
         allowed,
         at: at.to_string(),
@@ -797,12 +808,7 @@ impl Prepared {
 
     /// Runs an MCP tool call; the `mcp_call` item and what the model reads back.
     async fn run_mcp(&self, call: &ToolCall, item_id: &str) -> (Value, String) {
-        let label = self
-            .mcp
-            .iter()
-            .find(|t| t.tool.spec().name == call.name)
-            .map(|t| t.label.clone())
-            .unwrap_or_default();
+        let tool = self.mcp_tool(&call.name);
         let arguments = match &call.arguments {
             Value::String(raw) => {
                 serde_json::from_str(raw).map_err(|e| corral_core::ToolError::InvalidArguments {
@@ -812,10 +818,7 @@ impl Prepared {
             }
             other => Ok(other.clone()),
         };
-        let result = match (
-            arguments,
-            self.mcp.iter().find(|t| t.tool.spec().name == call.name),
-        ) {
+        let result = match (arguments, tool) {
             (Ok(arguments), Some(tool)) => tool.tool.call(arguments).await,
             (Err(e), _) => Err(e),
             (Ok(_), None) => Err(corral_core::ToolError::Failed(format!(
@@ -830,7 +833,7 @@ impl Prepared {
         let item = json!({
             "id": item_id,
             "type": "mcp_call",
-            "server_label": label,
+            "server_label": tool.map(|t| t.label.as_str()),
             "name": call.name,
             "arguments": arguments_text(call),
             "output": output,
@@ -840,8 +843,9 @@ impl Prepared {
         (item, read_back)
     }
 
-    fn is_mcp(&self, name: &str) -> bool {
-        self.mcp.iter().any(|t| t.tool.spec().name == name)
+    /// The MCP tool the model calls by `name`, if it is one.
+    fn mcp_tool(&self, name: &str) -> Option<&McpTool> {
+        self.mcp.iter().find(|t| t.tool.spec().name == name)
     }
 
     /// Keeps the response (unless `store` is false) and appends the turn to its conversation.
@@ -961,13 +965,13 @@ fn run(
                                 None => call.pending.push_str(&fragment.arguments),
                                 Some(name) => {
                                     let call_id = fragment.id.clone().unwrap_or_else(|| format!("call_{}", fragment.index));
-                                    call.mcp = prepared.is_mcp(name);
+                                    call.mcp = prepared.mcp_tool(name).is_some();
                                     call.output_index = next_index;
                                     next_index += 1;
                                     let item = if call.mcp {
                                         let id = format!("mcp_{call_id}");
                                         call.item_id = Some(id.clone());
-                                        json!({"id": id, "type": "mcp_call", "server_label": prepared.mcp.iter().find(|t| &t.tool.spec().name == name).map(|t| t.label.clone()), "name": name, "arguments": "", "status": "in_progress"})
+                                        json!({"id": id, "type": "mcp_call", "server_label": prepared.mcp_tool(name).map(|t| t.label.as_str()), "name": name, "arguments": "", "status": "in_progress"})
                                     } else {
                                         let id = format!("fc_{call_id}");
                                         call.item_id = Some(id.clone());
@@ -1030,7 +1034,7 @@ fn run(
                         index
                     }
                 };
-                if prepared.is_mcp(&call.name) {
+                if prepared.mcp_tool(&call.name).is_some() {
                     let item_id = format!("mcp_{}", call.id);
                     yield Step::Event("response.mcp_call_arguments.done", json!({"item_id": item_id, "output_index": index, "arguments": arguments_text(call)}));
                     yield Step::Event("response.mcp_call.in_progress", json!({"item_id": item_id, "output_index": index}));

@@ -1435,6 +1435,11 @@ provider = "web"
             "tools[0].server_url",
         ),
         (
+            // A user name and password that look like the allowed host, before another host.
+            json!({"type": "mcp", "server_label": "x", "server_url": "https://mcp.example.com:443@10.0.0.1/mcp"}),
+            "tools[0].server_url",
+        ),
+        (
             json!({"type": "mcp", "server_label": "x", "server_url": "https://mcp.example.com/mcp", "require_approval": "always"}),
             "tools[0].require_approval",
         ),

@@ -771,11 +771,29 @@ impl Checker<'_> {
             ));
         }
         for (i, url) in server.mcp_allowed_urls.iter().enumerate() {
-            if url != "*" && !(url.starts_with("http://") || url.starts_with("https://")) {
+            let at = format!("server.mcp_allowed_urls[{i}]");
+            if url == "*" {
+                continue;
+            }
+            let Some(rest) = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"))
+            else {
                 return Err(self.error(
-                    &format!("server.mcp_allowed_urls[{i}]"),
+                    &at,
                     ConfigErrorKind::BadValue,
                     format!("`{url}` is neither `*` nor an http:// or https:// URL prefix"),
+                ));
+            };
+            // `https://mcp.example.com` would also let in `https://mcp.example.com.evil.net/`.
+            if !(rest.contains('/') || rest.ends_with(':')) {
+                return Err(self.error(
+                    &at,
+                    ConfigErrorKind::BadValue,
+                    format!(
+                        "`{url}` ends inside the host name, so it would match other hosts too; \
+                         end it with `/` (or with `:` to allow any port)"
+                    ),
                 ));
             }
         }

@@ -243,11 +243,15 @@ fn server_keys_and_limits_are_checked() {
         ConfigErrorKind::BadValue,
         "server.max_body_bytes",
     );
-    assert_error(
-        build("[server]\nmcp_allowed_urls = [\"*\", \"mcp.example.com\"]\n"),
-        ConfigErrorKind::BadValue,
-        "server.mcp_allowed_urls[1]",
-    );
+    for bad in ["mcp.example.com", "https://mcp.example.com"] {
+        assert_error(
+            build(&format!(
+                "[server]\nmcp_allowed_urls = [\"*\", \"{bad}\"]\n"
+            )),
+            ConfigErrorKind::BadValue,
+            "server.mcp_allowed_urls[1]",
+        );
+    }
     let allowed = build("[server]\nmcp_allowed_urls = [\"*\", \"https://mcp.example.com/\"]\n")
         .expect("URL prefixes and * build");
     assert_eq!(allowed.config().server.mcp_allowed_urls.len(), 2);
