@@ -41,6 +41,12 @@ pub struct FilterError {
     pub message: String,
 }
 
+impl From<FilterError> for crate::ApiError {
+    fn from(e: FilterError) -> Self {
+        Self::invalid_param(&e.param, e.message)
+    }
+}
+
 impl AttributeFilter {
     /// Parses `value`, naming the parameter at fault relative to `param` (e.g. `filters`).
     pub fn parse(value: &Value, param: &str) -> Result<Self, FilterError> {

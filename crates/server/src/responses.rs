@@ -241,7 +241,7 @@ fn tools(tools: &[Value], settings: &ServerSettings) -> Result<Tools, ApiError> 
                     .filter(|f| !f.is_null())
                     .map(|f| AttributeFilter::parse(f, &format!("{at}.filters")))
                     .transpose()
-                    .map_err(|e| ApiError::invalid_param(&e.param, e.message))?;
+                    .map_err(ApiError::from)?;
                 out.file_search = Some(FileSearch {
                     stores: ids,
                     max,
@@ -894,6 +894,17 @@ struct StreamedCall {
     pending: String,
 }
 
+impl StreamedCall {
+    /// The event that carries a fragment of this call's arguments.
+    fn arguments_event(&self) -> &'static str {
+        if self.mcp {
+            "response.mcp_call_arguments.delta"
+        } else {
+            "response.function_call_arguments.delta"
+        }
+    }
+}
+
 /// Runs the turn: the model's answer streamed from `first`, then, while it calls MCP tools,
 /// the calls and the next answer, up to [`MAX_ROUNDS`]. Yields the stream's events and, last,
 /// the response (kept as `save` says) or the error that ended it.
@@ -981,13 +992,13 @@ fn run(
                                     call.pending.push_str(&fragment.arguments);
                                     let text = std::mem::take(&mut call.pending);
                                     if !text.is_empty() {
-                                        let kind = if call.mcp { "response.mcp_call_arguments.delta" } else { "response.function_call_arguments.delta" };
+                                        let kind = call.arguments_event();
                                         yield Step::Event(kind, json!({"item_id": call.item_id, "output_index": call.output_index, "delta": text}));
                                     }
                                 }
                             }
                         } else if !fragment.arguments.is_empty() {
-                            let kind = if call.mcp { "response.mcp_call_arguments.delta" } else { "response.function_call_arguments.delta" };
+                            let kind = call.arguments_event();
                             yield Step::Event(kind, json!({"item_id": call.item_id, "output_index": call.output_index, "delta": fragment.arguments}));
                         }
                     }

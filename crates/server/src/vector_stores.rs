@@ -584,7 +584,7 @@ pub async fn search(
         .filter(|f| !f.is_null())
         .map(|f| AttributeFilter::parse(f, "filters"))
         .transpose()
-        .map_err(|e| ApiError::invalid_param(&e.param, e.message))?;
+        .map_err(ApiError::from)?;
     let top_k = request.max_num_results.unwrap_or(10);
     if !(1..=50).contains(&top_k) {
         return Err(ApiError::invalid_param(
