@@ -17,6 +17,7 @@ pub mod engine;
 pub mod escape;
 pub mod gguf;
 pub mod hub;
+pub mod kquant;
 pub mod model;
 pub mod sampler;
 pub mod synth;

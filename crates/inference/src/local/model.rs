@@ -20,6 +20,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{D, DType, Device, Module, Tensor};
 
 use super::gguf::{GgufFile, ModelFileError, brief};
+use super::kquant;
 
 /// The architectures this engine runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,7 +248,7 @@ pub struct Model {
     tok_embd: Arc<QTensor>,
     layers: Vec<Layer>,
     output_norm: Tensor,
-    output: QMatMul,
+    output: Linear,
     rope: Rope,
     rope_local: Option<Rope>,
 }
@@ -259,35 +260,69 @@ fn dense(t: QTensor) -> candle_core::Result<Tensor> {
 /// Prompt batches at least this long multiply by dequantized weights (see [`Linear`]).
 const DENSE_MIN_ROWS: usize = 32;
 
-/// A weight matrix. One token at a time it runs candle's quantized kernels (memory-bound, where
-/// quantization pays). For a prompt batch, weight types without candle's tiled x86 kernels (Q4_K
-/// and Q6_K have them) are dequantized to f32 for the call and multiplied with the f32 GEMM: the
-/// batch reuses each weight many times, so compute dominates, and the dot-product kernels re-read
-/// every weight block once per row. The f32 copy lives only for the call.
+/// A weight matrix.
+///
+/// Q4_K (most of a Q4_K_M file) runs through [`kquant`] on the blocks as loaded, for one token
+/// and for prompt batches alike. Other types, one token at a time, run candle's quantized
+/// kernels (memory-bound, where quantization pays). For a prompt batch, types without candle's
+/// tiled x86 kernels (Q6_K has them) are dequantized to f32 for the call and multiplied with the
+/// f32 GEMM: the batch reuses each weight many times, so compute dominates, and the dot-product
+/// kernels re-read every weight block once per row. The f32 copy lives only for the call.
 #[derive(Debug)]
 struct Linear {
     w: QMatMul,
-    dense_prefill: bool,
+    kind: LinearKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LinearKind {
+    /// `kquant` over the raw Q4_K blocks (`n` rows of `k`).
+    Q4K { n: usize, k: usize },
+    /// candle's kernels, with an f32 copy for prompt batches.
+    DensePrefill,
+    /// candle's kernels.
+    Candle,
 }
 
 impl Linear {
     fn new(w: QMatMul) -> Self {
-        let dense_prefill = matches!(
-            &w,
-            QMatMul::QTensor(t) if !matches!(t.dtype(), GgmlDType::Q4K | GgmlDType::Q6K)
-        );
-        Self { w, dense_prefill }
+        let kind = match &w {
+            QMatMul::QTensor(t) => match (t.dtype(), t.shape().dims2()) {
+                (GgmlDType::Q4K, Ok((n, k))) if k % kquant::QK == 0 => LinearKind::Q4K { n, k },
+                (GgmlDType::Q4K | GgmlDType::Q6K, _) => LinearKind::Candle,
+                _ => LinearKind::DensePrefill,
+            },
+            _ => LinearKind::Candle,
+        };
+        Self { w, kind }
+    }
+
+    /// The output projection: never densified (a vocabulary-sized f32 copy would be ~1 GB).
+    fn output(w: QMatMul) -> Self {
+        let mut linear = Self::new(w);
+        if linear.kind == LinearKind::DensePrefill {
+            linear.kind = LinearKind::Candle;
+        }
+        linear
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        if self.dense_prefill
-            && x.dim(0)? >= DENSE_MIN_ROWS
-            && let QMatMul::QTensor(q) = &self.w
-        {
-            let w = q.dequantize(&Device::Cpu)?;
-            return x.matmul(&w.t()?);
+        match (&self.w, self.kind) {
+            (QMatMul::QTensor(q), LinearKind::Q4K { n, k }) => {
+                let (m, x_k) = x.dims2()?;
+                if x_k != k {
+                    candle_core::bail!("matmul of {m}×{x_k} by a {n}×{k} weight");
+                }
+                let xs = x.flatten_all()?.to_vec1::<f32>()?;
+                let out = kquant::matmul(&q.data()?, n, k, &xs, m);
+                Tensor::from_vec(out, (m, n), &Device::Cpu)
+            }
+            (QMatMul::QTensor(q), LinearKind::DensePrefill) if x.dim(0)? >= DENSE_MIN_ROWS => {
+                let w = q.dequantize(&Device::Cpu)?;
+                x.matmul(&w.t()?)
+            }
+            _ => self.w.forward(x),
         }
-        self.w.forward(x)
     }
 }
 
@@ -435,7 +470,7 @@ impl Model {
             tok_embd,
             layers,
             output_norm,
-            output,
+            output: Linear::output(output),
             rope,
             rope_local,
         })
