@@ -235,9 +235,9 @@ fn the_context_is_bounded_by_n_ctx_and_the_cache_by_its_capacity() {
 }
 
 #[test]
-fn a_long_prompt_batch_through_dequantized_weights_agrees_with_the_quantized_steps() {
-    // 40 tokens: Q8_0 weights are dequantized for the batch (at least 32 rows) and used
-    // quantized one token at a time.
+fn a_long_prompt_batch_agrees_with_the_token_by_token_steps() {
+    // 40 tokens: the Q8_0 kernels run the batch four activation rows at a time (and the rows
+    // left over one by one), the steps one row each.
     let f = fixture();
     let prompt: Vec<u32> = (0..40u32).map(|i| (i * 97 + 5) % VOCAB as u32).collect();
     let mut batched = f.q8.new_cache(prompt.len()).expect("cache");

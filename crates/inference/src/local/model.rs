@@ -20,7 +20,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{D, DType, Device, Module, Tensor};
 
 use super::gguf::{GgufFile, ModelFileError, brief};
-use super::kquant;
+use super::quant::{self, q4k::Q4K, q8_0::Q8_0};
 
 /// The architectures this engine runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,12 +262,13 @@ const DENSE_MIN_ROWS: usize = 32;
 
 /// A weight matrix.
 ///
-/// Q4_K (most of a Q4_K_M file) runs through [`kquant`] on the blocks as loaded, for one token
-/// and for prompt batches alike. Other types, one token at a time, run candle's quantized
-/// kernels (memory-bound, where quantization pays). For a prompt batch, types without candle's
-/// tiled x86 kernels (Q6_K has them) are dequantized to f32 for the call and multiplied with the
-/// f32 GEMM: the batch reuses each weight many times, so compute dominates, and the dot-product
-/// kernels re-read every weight block once per row. The f32 copy lives only for the call.
+/// Q4_K (most of a Q4_K_M file) and Q8_0 run through [`quant`] on the blocks as loaded, for
+/// one token and for prompt batches alike. Other types, one token at a time, run candle's
+/// quantized kernels (memory-bound, where quantization pays). For a prompt batch, types without
+/// candle's tiled x86 kernels (Q6_K has them) are dequantized to f32 for the call and multiplied
+/// with the f32 GEMM: the batch reuses each weight many times, so compute dominates, and the
+/// dot-product kernels re-read every weight block once per row. The f32 copy lives only for
+/// the call.
 #[derive(Debug)]
 struct Linear {
     w: QMatMul,
@@ -276,8 +277,10 @@ struct Linear {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LinearKind {
-    /// `kquant` over the raw Q4_K blocks (`n` rows of `k`).
+    /// [`quant`] over the raw Q4_K blocks (`n` rows of `k`).
     Q4K { n: usize, k: usize },
+    /// [`quant`] over the raw Q8_0 blocks.
+    Q8_0 { n: usize, k: usize },
     /// candle's kernels, with an f32 copy for prompt batches.
     DensePrefill,
     /// candle's kernels.
@@ -288,7 +291,10 @@ impl Linear {
     fn new(w: QMatMul) -> Self {
         let kind = match &w {
             QMatMul::QTensor(t) => match (t.dtype(), t.shape().dims2()) {
-                (GgmlDType::Q4K, Ok((n, k))) if k % kquant::QK == 0 => LinearKind::Q4K { n, k },
+                (GgmlDType::Q4K, Ok((n, k))) if quant::fits::<Q4K>(k) => LinearKind::Q4K { n, k },
+                (GgmlDType::Q8_0, Ok((n, k))) if quant::fits::<Q8_0>(k) => {
+                    LinearKind::Q8_0 { n, k }
+                }
                 (GgmlDType::Q4K | GgmlDType::Q6K, _) => LinearKind::Candle,
                 _ => LinearKind::DensePrefill,
             },
@@ -308,15 +314,8 @@ impl Linear {
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match (&self.w, self.kind) {
-            (QMatMul::QTensor(q), LinearKind::Q4K { n, k }) => {
-                let (m, x_k) = x.dims2()?;
-                if x_k != k {
-                    candle_core::bail!("matmul of {m}×{x_k} by a {n}×{k} weight");
-                }
-                let xs = x.flatten_all()?.to_vec1::<f32>()?;
-                let out = kquant::matmul(&q.data()?, n, k, &xs, m);
-                Tensor::from_vec(out, (m, n), &Device::Cpu)
-            }
+            (QMatMul::QTensor(q), LinearKind::Q4K { n, k }) => own_kernel::<Q4K>(q, n, k, x),
+            (QMatMul::QTensor(q), LinearKind::Q8_0 { n, k }) => own_kernel::<Q8_0>(q, n, k, x),
             (QMatMul::QTensor(q), LinearKind::DensePrefill) if x.dim(0)? >= DENSE_MIN_ROWS => {
                 let w = q.dequantize(&Device::Cpu)?;
                 x.matmul(&w.t()?)
@@ -324,6 +323,22 @@ impl Linear {
             _ => self.w.forward(x),
         }
     }
+}
+
+/// `x · wᵀ` through [`quant::matmul`]: `x` is `(m, k)`, `w` is `n` rows of `k`.
+fn own_kernel<K: quant::Kernel>(
+    w: &QTensor,
+    n: usize,
+    k: usize,
+    x: &Tensor,
+) -> candle_core::Result<Tensor> {
+    let (m, x_k) = x.dims2()?;
+    if x_k != k {
+        candle_core::bail!("matmul of {m}×{x_k} by a {n}×{k} weight");
+    }
+    let xs = x.flatten_all()?.to_vec1::<f32>()?;
+    let out = quant::matmul::<K>(&w.data()?, n, k, &xs, m);
+    Tensor::from_vec(out, (m, n), &Device::Cpu)
 }
 
 /// A norm's weights, dense.

@@ -1,11 +1,4 @@
-//! Matrix products over Q4_K weights in the form the GGUF file stores them, without a second copy.
-//!
-//! candle 0.11 multiplies Q4_K on x86 through tiles it repacks each matrix into on first use
-//! (f32 scales, 6 bits a weight instead of 4.5) and keeps beside the original: a third more bytes
-//! read per decoded token, and a third more memory resident. Here the activations are quantized
-//! to 8 bits per block of 256 ([`Q8Block`]) and each output is a dot product over the original
-//! blocks, in AVX2 where the CPU has it (through `pulp`'s safe intrinsics; no `unsafe` here),
-//! else in plain Rust. The rows are shared out over candle's kernel threads.
+//! Q4_K weights against activations quantized to 8 bits per 256 ([`Q8Block`], llama.cpp's Q8_K).
 //!
 //! A Q4_K block holds 256 weights in 144 bytes: `d` and `dmin` (f16), twelve bytes packing
 //! eight 6-bit scales and eight 6-bit mins (one each per 32 weights), and 128 bytes of 4-bit
@@ -13,16 +6,14 @@
 //! and `64j + 32..64j + 64` in their high ones. Weight `i` of sub-block `s` is
 //! `d * scale[s] * q[i] - dmin * min[s]`.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use super::Kernel;
+#[cfg(target_arch = "x86_64")]
+use super::V3;
 
 /// Weights per block.
 pub const QK: usize = 256;
 /// Bytes per Q4_K block.
 pub const Q4K_BYTES: usize = 144;
-/// Weight rows multiplied against every activation row before the next rows are read.
-const TILE: usize = 16;
-/// Activation rows that share one unpacking of the weights (prompt batches).
-const GROUP: usize = 4;
 
 /// 256 activations as 8-bit values with one scale, and the sums of each 32 (for the mins; at
 /// most 32 × 127 in magnitude).
@@ -170,7 +161,7 @@ fn mins_sum(mins: &[u8; 8], sums: &[i16; 8]) -> i32 {
 /// [`dot_scalar`] in AVX2 (see [`dot_group_avx2`]).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-pub fn dot_avx2(simd: pulp::x86::V3, row: &[u8], x: &[Q8Block]) -> f32 {
+pub fn dot_avx2(simd: V3, row: &[u8], x: &[Q8Block]) -> f32 {
     let [out] = dot_group_avx2(simd, row, [x]);
     out
 }
@@ -183,11 +174,7 @@ pub fn dot_avx2(simd: pulp::x86::V3, row: &[u8], x: &[Q8Block]) -> f32 {
 /// sub-block's scale into 32-bit sums.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-pub fn dot_group_avx2<const T: usize>(
-    simd: pulp::x86::V3,
-    row: &[u8],
-    xs: [&[Q8Block]; T],
-) -> [f32; T] {
+pub fn dot_group_avx2<const T: usize>(simd: V3, row: &[u8], xs: [&[Q8Block]; T]) -> [f32; T] {
     use std::arch::x86_64::{__m128i, __m256i};
     let (blocks, _) = row.as_chunks::<Q4K_BYTES>();
     let n_blocks = xs.iter().fold(blocks.len(), |n, x| n.min(x.len()));
@@ -239,7 +226,7 @@ pub fn dot_group_avx2<const T: usize>(
 /// The sum of eight 32-bit lanes.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn hsum_i32(simd: pulp::x86::V3, v: std::arch::x86_64::__m256i) -> i32 {
+fn hsum_i32(simd: V3, v: std::arch::x86_64::__m256i) -> i32 {
     let half = simd.sse2._mm_add_epi32(
         simd.avx._mm256_castsi256_si128(v),
         simd.avx2._mm256_extracti128_si256::<1>(v),
@@ -250,7 +237,7 @@ fn hsum_i32(simd: pulp::x86::V3, v: std::arch::x86_64::__m256i) -> i32 {
 /// The sum of four 32-bit lanes.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn hsum_i32_128(simd: pulp::x86::V3, v: std::arch::x86_64::__m128i) -> i32 {
+fn hsum_i32_128(simd: V3, v: std::arch::x86_64::__m128i) -> i32 {
     let v = simd
         .sse2
         ._mm_add_epi32(v, simd.sse2._mm_shuffle_epi32::<0b01_00_11_10>(v));
@@ -260,62 +247,28 @@ fn hsum_i32_128(simd: pulp::x86::V3, v: std::arch::x86_64::__m128i) -> i32 {
     simd.sse2._mm_cvtsi128_si32(v)
 }
 
-/// `x · wᵀ`: `x` is `m` rows of `k` activations, `w` is `n` rows of `k` Q4_K weights (`k` a
-/// multiple of 256); returns `m` rows of `n`. The weight rows are shared out over candle's
-/// kernel threads; each thread runs every activation row against a few weight rows at a time,
-/// so those stay in cache.
-pub fn matmul(w: &[u8], n: usize, k: usize, x: &[f32], m: usize) -> Vec<f32> {
-    let row_bytes = k / QK * Q4K_BYTES;
-    let xq: Vec<Vec<Q8Block>> = x.chunks_exact(k).take(m).map(quantize).collect();
-    let out: Vec<AtomicU32> = (0..m * n).map(|_| AtomicU32::new(0)).collect();
-    // Tiles of 16 weight rows against each activation row in turn (in groups, where the CPU
-    // has AVX2), so the tile stays in cache.
-    let store = |t: usize, r: usize, v: f32| {
-        if let Some(o) = out.get(t * n + r) {
-            o.store(v.to_bits(), Ordering::Relaxed);
-        }
-    };
-    let row_of = |r: usize| w.get(r * row_bytes..(r + 1) * row_bytes);
-    candle_core::utils::barrier_pool().execute_chunked(n, |rows| {
-        #[cfg(target_arch = "x86_64")]
-        if let Some(simd) = pulp::x86::V3::try_new() {
-            return simd.vectorize(|| {
-                for tile in rows.step_by(TILE).map(|r| r..(r + TILE).min(n)) {
-                    let mut groups = xq.chunks_exact(GROUP);
-                    let mut t = 0;
-                    for group in groups.by_ref() {
-                        let xs = [&group[0][..], &group[1], &group[2], &group[3]];
-                        for r in tile.clone() {
-                            let Some(row) = row_of(r) else { continue };
-                            for (i, v) in dot_group_avx2(simd, row, xs).into_iter().enumerate() {
-                                store(t + i, r, v);
-                            }
-                        }
-                        t += GROUP;
-                    }
-                    for (i, x) in groups.remainder().iter().enumerate() {
-                        for r in tile.clone() {
-                            if let Some(row) = row_of(r) {
-                                store(t + i, r, dot_avx2(simd, row, x));
-                            }
-                        }
-                    }
-                }
-            });
-        }
-        for tile in rows.step_by(TILE).map(|r| r..(r + TILE).min(n)) {
-            for (t, x) in xq.iter().enumerate() {
-                for r in tile.clone() {
-                    if let Some(row) = row_of(r) {
-                        store(t, r, dot_scalar(row, x));
-                    }
-                }
-            }
-        }
-    });
-    out.into_iter()
-        .map(|v| f32::from_bits(v.into_inner()))
-        .collect()
+/// The Q4_K kernels for [`super::matmul`].
+#[derive(Debug, Clone, Copy)]
+pub struct Q4K;
+
+impl Kernel for Q4K {
+    type Act = Vec<Q8Block>;
+    const BLOCK: usize = QK;
+    const BLOCK_BYTES: usize = Q4K_BYTES;
+
+    fn quantize(x: &[f32]) -> Vec<Q8Block> {
+        quantize(x)
+    }
+
+    fn dot(row: &[u8], x: &Vec<Q8Block>) -> f32 {
+        dot_scalar(row, x)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn dot_simd<const T: usize>(simd: V3, row: &[u8], xs: [&Vec<Q8Block>; T]) -> [f32; T] {
+        dot_group_avx2(simd, row, xs.map(|x| x.as_slice()))
+    }
 }
 
 #[cfg(test)]
@@ -415,7 +368,7 @@ mod tests {
                 "{scalar} vs {exact}"
             );
             #[cfg(target_arch = "x86_64")]
-            if let Some(simd) = pulp::x86::V3::try_new() {
+            if let Some(simd) = V3::try_new() {
                 assert_eq!(dot_avx2(simd, row, &xq).to_bits(), scalar.to_bits());
             }
         }
@@ -424,14 +377,14 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn the_grouped_kernel_equals_one_row_at_a_time() {
-        let Some(simd) = pulp::x86::V3::try_new() else {
+        let Some(simd) = V3::try_new() else {
             eprintln!("no AVX2 on this CPU: only the plain kernel runs");
             return;
         };
         let k = 1024;
         let (bytes, _) = weights(1, k, 5);
         let mut rng = fastrand::Rng::with_seed(6);
-        let xs: Vec<Vec<Q8Block>> = (0..GROUP)
+        let xs: Vec<Vec<Q8Block>> = (0..4)
             .map(|_| quantize(&(0..k).map(|_| rng.f32() * 2.0 - 1.0).collect::<Vec<_>>()))
             .collect();
         let grouped = dot_group_avx2(simd, &bytes, [&xs[0][..], &xs[1], &xs[2], &xs[3]]);
@@ -448,7 +401,7 @@ mod tests {
         let (bytes, dense) = weights(n, k, 3);
         let mut rng = fastrand::Rng::with_seed(4);
         let x: Vec<f32> = (0..m * k).map(|_| rng.f32() - 0.5).collect();
-        let ours = matmul(&bytes, n, k, &x, m);
+        let ours = super::super::matmul::<Q4K>(&bytes, n, k, &x, m);
         assert_eq!(ours.len(), m * n);
         for t in 0..m {
             for r in 0..n {
