@@ -11,8 +11,9 @@
 //! - a prompt is processed in batches of up to `n_batch` tokens, one matmul per weight per batch;
 //! - attention over grouped KV heads reads the cache without copying it per query head.
 //!
-//! Linear layers run through candle's quantized matmul kernels (`QMatMul`), which pick their SIMD
-//! code at compile time (hence the x86-64-v3 default in `.cargo/config.toml`).
+//! Q4_K and Q8_0 linear layers run through our own kernels over the file's blocks
+//! ([`super::quant`]); other types through candle's quantized matmul kernels (`QMatMul`), which
+//! pick their SIMD code at compile time (hence the x86-64-v3 default in `.cargo/config.toml`).
 
 use std::sync::Arc;
 

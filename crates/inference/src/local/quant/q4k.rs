@@ -210,9 +210,24 @@ pub fn dot_group_avx2<const T: usize>(simd: V3, row: &[u8], xs: [&[Q8Block]; T])
                 );
             }
         }
-        // The block's totals, exact: Σ scale·dot and Σ min·sum per activation row.
+        // The block's totals, exact: Σ scale·dot and Σ min·sum per activation row (four rows'
+        // sums at once where they come in fours).
         let mins: __m128i = bytemuck::cast(mins.map(i16::from));
-        for (t, y) in ys.iter().enumerate() {
+        let mut t = 0;
+        while t + 4 <= T {
+            let four: [&Q8Block; 4] = std::array::from_fn(|i| ys[t + i]);
+            let sum = hsum4_i32(simd, [sums[t], sums[t + 1], sums[t + 2], sums[t + 3]]);
+            let min_sum = hsum4_i32_128(
+                simd,
+                four.map(|y| simd.sse2._mm_madd_epi16(mins, bytemuck::cast(y.sums))),
+            );
+            for (i, y) in four.iter().enumerate() {
+                acc[t + i] = (sum[i] as f32).mul_add(d * y.d, acc[t + i]);
+                acc_mins[t + i] = (min_sum[i] as f32).mul_add(dmin * y.d, acc_mins[t + i]);
+            }
+            t += 4;
+        }
+        for (t, y) in ys.iter().enumerate().skip(t) {
             let sum = hsum_i32(simd, sums[t]);
             let prod = simd.sse2._mm_madd_epi16(mins, bytemuck::cast(y.sums));
             let min_sum = hsum_i32_128(simd, prod);
@@ -221,6 +236,28 @@ pub fn dot_group_avx2<const T: usize>(simd: V3, row: &[u8], xs: [&[Q8Block]; T])
         }
     }
     std::array::from_fn(|t| acc[t] - acc_mins[t])
+}
+
+/// The sums of the eight 32-bit lanes of four vectors, by pairwise adds across them.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn hsum4_i32(simd: V3, v: [std::arch::x86_64::__m256i; 4]) -> [i32; 4] {
+    let ab = simd.avx2._mm256_hadd_epi32(v[0], v[1]);
+    let cd = simd.avx2._mm256_hadd_epi32(v[2], v[3]);
+    let abcd = simd.avx2._mm256_hadd_epi32(ab, cd);
+    bytemuck::cast(simd.sse2._mm_add_epi32(
+        simd.avx._mm256_castsi256_si128(abcd),
+        simd.avx2._mm256_extracti128_si256::<1>(abcd),
+    ))
+}
+
+/// The sums of the four 32-bit lanes of four vectors.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn hsum4_i32_128(simd: V3, v: [std::arch::x86_64::__m128i; 4]) -> [i32; 4] {
+    let ab = simd.ssse3._mm_hadd_epi32(v[0], v[1]);
+    let cd = simd.ssse3._mm_hadd_epi32(v[2], v[3]);
+    bytemuck::cast(simd.ssse3._mm_hadd_epi32(ab, cd))
 }
 
 /// The sum of eight 32-bit lanes.
