@@ -54,14 +54,37 @@ fn open(path: &Path) -> Model {
 }
 
 fn reference_model(f: &Fixture) -> (reference::Llama, reference::Config) {
+    reference_model_of(&f.shape, f.safetensors.clone())
+}
+
+fn reference_model_of(
+    shape: &LlamaShape,
+    safetensors: HashMap<String, Tensor>,
+) -> (reference::Llama, reference::Config) {
     let config: reference::LlamaConfig =
-        serde_json::from_value(synth::hf_config(&f.shape)).expect("config");
+        serde_json::from_value(synth::hf_config(shape)).expect("config");
     let config = config.into_config(false);
-    let vb = VarBuilder::from_tensors(f.safetensors.clone(), DType::F32, &Device::Cpu);
+    let vb = VarBuilder::from_tensors(safetensors, DType::F32, &Device::Cpu);
     (
         reference::Llama::load(vb, &config).expect("reference loads"),
         config,
     )
+}
+
+/// The reference's logits for the last of `tokens`, from an empty cache.
+fn reference_logits(
+    llama: &reference::Llama,
+    config: &reference::Config,
+    tokens: &[u32],
+) -> Tensor {
+    let mut cache = reference::Cache::new(true, DType::F32, config, &Device::Cpu).expect("cache");
+    let input = Tensor::new(tokens, &Device::Cpu)
+        .and_then(|t| t.unsqueeze(0))
+        .expect("input");
+    llama
+        .forward(&input, 0, &mut cache)
+        .and_then(|t| t.squeeze(0))
+        .expect("reference")
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
@@ -191,15 +214,7 @@ fn batched_prompt_equals_token_by_token() {
 fn q8_0_gguf_stays_close_to_the_reference() {
     let f = fixture();
     let (llama, config) = reference_model(&f);
-    let mut ref_cache =
-        reference::Cache::new(true, DType::F32, &config, &Device::Cpu).expect("cache");
-    let input = Tensor::new(&PROMPT[..], &Device::Cpu)
-        .and_then(|t| t.unsqueeze(0))
-        .expect("input");
-    let ref_logits = llama
-        .forward(&input, 0, &mut ref_cache)
-        .and_then(|t| t.squeeze(0))
-        .expect("reference");
+    let ref_logits = reference_logits(&llama, &config, &PROMPT);
     let mut cache = f.q8.new_cache(PROMPT.len()).expect("cache");
     let ours = f.q8.forward(&PROMPT, &mut cache, false).expect("ours");
     let cos = cosine(&ours, &ref_logits);
@@ -273,22 +288,9 @@ fn q4_k_m_gguf_stays_close_to_the_reference_in_batches_and_steps() {
     let safetensors =
         candle_core::safetensors::load(dir.path().join("model.safetensors"), &Device::Cpu)
             .expect("read safetensors");
-    let config: reference::LlamaConfig =
-        serde_json::from_value(synth::hf_config(&shape)).expect("config");
-    let config = config.into_config(false);
-    let vb = VarBuilder::from_tensors(safetensors, DType::F32, &Device::Cpu);
-    let llama = reference::Llama::load(vb, &config).expect("reference loads");
-
+    let (llama, config) = reference_model_of(&shape, safetensors);
     let prompt: Vec<u32> = (0..23u32).map(|i| (i * 211 + 3) % VOCAB as u32).collect();
-    let mut ref_cache =
-        reference::Cache::new(true, DType::F32, &config, &Device::Cpu).expect("cache");
-    let input = Tensor::new(&prompt[..], &Device::Cpu)
-        .and_then(|t| t.unsqueeze(0))
-        .expect("input");
-    let ref_logits = llama
-        .forward(&input, 0, &mut ref_cache)
-        .and_then(|t| t.squeeze(0))
-        .expect("reference");
+    let ref_logits = reference_logits(&llama, &config, &prompt);
 
     let mut batched = model.new_cache(prompt.len()).expect("cache");
     let all = model.forward(&prompt, &mut batched, true).expect("batched");

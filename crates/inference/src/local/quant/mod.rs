@@ -106,3 +106,24 @@ pub fn matmul<K: Kernel>(w: &[u8], n: usize, k: usize, x: &[f32], m: usize) -> V
         .map(|v| f32::from_bits(v.into_inner()))
         .collect()
 }
+
+/// A random `n × k` matrix quantized to `dtype` by candle: its bytes, and its dequantized form.
+#[cfg(test)]
+fn test_weights(
+    dtype: candle_core::quantized::GgmlDType,
+    n: usize,
+    k: usize,
+    seed: u64,
+) -> (Vec<u8>, Vec<f32>) {
+    use candle_core::{Device, Tensor, quantized::QTensor};
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let values: Vec<f32> = (0..n * k).map(|_| rng.f32() * 2.0 - 1.0).collect();
+    let t = Tensor::from_vec(values, (n, k), &Device::Cpu).expect("tensor");
+    let q = QTensor::quantize(&t, dtype).expect("quantize");
+    let bytes = q.data().expect("data").into_owned();
+    let dense = q
+        .dequantize(&Device::Cpu)
+        .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
+        .expect("dequantize");
+    (bytes, dense)
+}

@@ -311,21 +311,10 @@ impl Kernel for Q4K {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::quantized::{GgmlDType, QTensor};
-    use candle_core::{Device, Tensor};
+    use candle_core::quantized::GgmlDType;
 
-    /// A random `n × k` matrix quantized to Q4_K by candle, its bytes and its dequantized form.
     fn weights(n: usize, k: usize, seed: u64) -> (Vec<u8>, Vec<f32>) {
-        let mut rng = fastrand::Rng::with_seed(seed);
-        let values: Vec<f32> = (0..n * k).map(|_| rng.f32() * 2.0 - 1.0).collect();
-        let t = Tensor::from_vec(values, (n, k), &Device::Cpu).expect("tensor");
-        let q = QTensor::quantize(&t, GgmlDType::Q4K).expect("quantize");
-        let bytes = q.data().expect("data").into_owned();
-        let dense = q
-            .dequantize(&Device::Cpu)
-            .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
-            .expect("dequantize");
-        (bytes, dense)
+        super::super::test_weights(GgmlDType::Q4K, n, k, seed)
     }
 
     #[test]
