@@ -10,8 +10,8 @@
 //!   `unsafe` in this crate), else in plain Rust; the two give the same bits;
 //! - with llama.cpp's floating-point steps, so that greedy decoding picks the tokens llama.cpp
 //!   picks even where two logits differ in the last bits;
-//! - weight rows shared out over candle's kernel threads, in tiles of [`TILE`] rows run against
-//!   every activation row, [`GROUP`] activation rows at a time (a prompt batch reuses each
+//! - weight rows shared out over candle's kernel threads, in tiles of `TILE` rows run against
+//!   every activation row, `GROUP` activation rows at a time (a prompt batch reuses each
 //!   unpacked weight block four times).
 //!
 //! [`q4k`]: Q4_K (most of a Q4_K_M file); [`q8_0`]: Q8_0.

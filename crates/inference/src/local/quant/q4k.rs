@@ -90,28 +90,6 @@ fn parts(block: &[u8; Q4K_BYTES]) -> (f32, f32, &[u8; 12], &[u8; 128]) {
     (d, dmin, packed, qs)
 }
 
-/// The weights of `row` (whole Q4_K blocks) as f32.
-pub fn dequantize(row: &[u8]) -> Vec<f32> {
-    let (blocks, _) = row.as_chunks::<Q4K_BYTES>();
-    let mut out = Vec::with_capacity(blocks.len() * QK);
-    for block in blocks {
-        let (d, dmin, packed, qs) = parts(block);
-        let (scales, mins) = scales_mins(packed);
-        for j in 0..4 {
-            let bytes = &qs[32 * j..32 * j + 32];
-            for (s, shift) in [(2 * j, 0), (2 * j + 1, 4)] {
-                let (scale, min) = (d * f32::from(scales[s]), dmin * f32::from(mins[s]));
-                out.extend(
-                    bytes
-                        .iter()
-                        .map(|b| scale * f32::from((b >> shift) & 0x0f) - min),
-                );
-            }
-        }
-    }
-    out
-}
-
 /// `row · x` for one row of Q4_K blocks and the quantized activations, in plain Rust.
 ///
 /// Each block's products are summed exactly in integers, weighed by its scales (`sum`) and its
@@ -156,14 +134,6 @@ fn mins_sum(mins: &[u8; 8], sums: &[i16; 8]) -> i32 {
         .zip(sums)
         .map(|(m, s)| i32::from(*m) * i32::from(*s))
         .sum()
-}
-
-/// [`dot_scalar`] in AVX2 (see [`dot_group_avx2`]).
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-pub fn dot_avx2(simd: V3, row: &[u8], x: &[Q8Block]) -> f32 {
-    let [out] = dot_group_avx2(simd, row, [x]);
-    out
 }
 
 /// `row · x` for `T` activation rows at once, in AVX2, with the same result as [`dot_scalar`]
@@ -315,6 +285,35 @@ mod tests {
 
     fn weights(n: usize, k: usize, seed: u64) -> (Vec<u8>, Vec<f32>) {
         super::super::test_weights(GgmlDType::Q4K, n, k, seed)
+    }
+
+    /// The weights of `row` (whole Q4_K blocks) as f32: the block layout read on its own, the
+    /// way the format describes it.
+    fn dequantize(row: &[u8]) -> Vec<f32> {
+        let (blocks, _) = row.as_chunks::<Q4K_BYTES>();
+        let mut out = Vec::with_capacity(blocks.len() * QK);
+        for block in blocks {
+            let (d, dmin, packed, qs) = parts(block);
+            let (scales, mins) = scales_mins(packed);
+            for j in 0..4 {
+                let bytes = &qs[32 * j..32 * j + 32];
+                for (s, shift) in [(2 * j, 0), (2 * j + 1, 4)] {
+                    let (scale, min) = (d * f32::from(scales[s]), dmin * f32::from(mins[s]));
+                    out.extend(
+                        bytes
+                            .iter()
+                            .map(|b| scale * f32::from((b >> shift) & 0x0f) - min),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn dot_avx2(simd: V3, row: &[u8], x: &[Q8Block]) -> f32 {
+        let [out] = dot_group_avx2(simd, row, [x]);
+        out
     }
 
     #[test]
