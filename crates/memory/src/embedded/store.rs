@@ -26,7 +26,7 @@ use tantivy::{
 };
 
 use super::tokenizer::{self, WordTokenizer};
-use super::vectors::{Quantized, SegmentVectors, TopK, dot, normalise};
+use super::vectors::{Quantized, SegmentVectors, TopK, dot, normalise, rescore};
 use crate::fusion;
 
 const PROVIDER: &str = "embedded";
@@ -544,8 +544,9 @@ impl Inner {
             }
         }
         let readers = searcher.segment_readers();
+        // Each thread: the 4-bit pass over its share, then its best candidates by 8-bit codes.
         let scan = |work: &[(usize, std::ops::Range<usize>)]| {
-            let mut top = TopK::new(pool);
+            let mut coarse = TopK::new(SegmentVectors::coarse_pool(pool));
             for (ord, docs) in work {
                 let (Some(vectors), Some(reader)) = (segments.get(*ord), readers.get(*ord)) else {
                     continue;
@@ -560,10 +561,14 @@ impl Inner {
                     &quantized,
                     mask,
                     &alive,
-                    &mut top,
+                    &mut coarse,
                     *ord as u32,
                 );
             }
+            let coarse: Vec<(u32, DocId)> =
+                coarse.into_sorted().into_iter().map(|(_, c)| c).collect();
+            let mut top = TopK::new(pool);
+            rescore(segments, &coarse, &quantized, &mut top);
             top
         };
         let mut candidates = TopK::new(pool);
@@ -709,9 +714,17 @@ impl Inner {
             (SearchMode::Hybrid, Some(e)) => {
                 let n = fusion::candidates(q.top_k);
                 // Fusion needs ranks (and, weighted, scores to 1e-3): the scan's own suffice.
-                let vector = self.vector_ranking(&searcher, &segments, e, &masks, n, false)?;
-                let keyword = self.keyword_ranking(&searcher, &q.text, &masks, n)?;
-                fusion::fuse(&vector, &keyword, q.fusion)
+                // The keyword side runs beside the scan: the scan mostly waits on memory.
+                let (vector, keyword) = std::thread::scope(|scope| {
+                    let keyword =
+                        scope.spawn(|| self.keyword_ranking(&searcher, &q.text, &masks, n));
+                    let vector = self.vector_ranking(&searcher, &segments, e, &masks, n, false);
+                    let keyword = keyword
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                    (vector, keyword)
+                });
+                fusion::fuse(&vector?, &keyword?, q.fusion)
             }
             _ => self.keyword_ranking(&searcher, &q.text, &masks, q.top_k)?,
         };
