@@ -10,8 +10,8 @@ use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
-use candle_core::quantized::QTensor;
 use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
 
 /// A model file that cannot be used, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -191,6 +191,45 @@ impl GgufFile {
                     ModelFileError::new(&self.path, format!("tensor {name}: {message}"))
                 }
             })
+    }
+
+    /// The tensor's type, without reading it.
+    pub fn tensor_dtype(&self, name: &str) -> Option<GgmlDType> {
+        self.content.tensor_infos.get(name).map(|t| t.ggml_dtype)
+    }
+
+    /// The tensor's bytes as the file stores them (whole blocks of its type), read straight into
+    /// the buffer that keeps them: unlike [`Self::tensor`], no second copy exists at any time.
+    pub fn tensor_blocks(&mut self, name: &str) -> Result<Vec<u8>, ModelFileError> {
+        let Some(info) = self.content.tensor_infos.get(name) else {
+            return Err(self.error(format!("missing tensor {name}")));
+        };
+        let elems = info.shape.elem_count();
+        let block = info.ggml_dtype.block_size();
+        if !elems.is_multiple_of(block) {
+            return Err(self.error(format!(
+                "tensor {name}: {elems} elements are not whole blocks of {block} ({:?})",
+                info.ggml_dtype
+            )));
+        }
+        let size = elems / block * info.ggml_dtype.type_size();
+        let start = self.content.tensor_data_offset.saturating_add(info.offset);
+        let path = self.path.clone();
+        let io = |e: std::io::Error| {
+            ModelFileError::new(&path, format!("tensor {name}: cannot read: {e}"))
+        };
+        let file_size = self.reader.seek(SeekFrom::End(0)).map_err(io)?;
+        let remaining = file_size.saturating_sub(start);
+        if size as u64 > remaining {
+            return Err(self.error(format!(
+                "truncated file: tensor {name} runs past the end ({size} bytes at offset \
+                 {start}, {remaining} remaining in file)"
+            )));
+        }
+        let mut bytes = vec![0u8; size];
+        self.reader.seek(SeekFrom::Start(start)).map_err(io)?;
+        self.reader.read_exact(&mut bytes).map_err(io)?;
+        Ok(bytes)
     }
 
     pub fn tensor_if_present(&mut self, name: &str) -> Result<Option<QTensor>, ModelFileError> {

@@ -246,7 +246,7 @@ pub struct Model {
     pub hparams: Hparams,
     /// The context this instance serves: the file's, bounded by the configured `n_ctx`.
     pub n_ctx: usize,
-    tok_embd: Arc<QTensor>,
+    tok_embd: Embeddings,
     layers: Vec<Layer>,
     output_norm: Tensor,
     output: Linear,
@@ -256,6 +256,64 @@ pub struct Model {
 
 fn dense(t: QTensor) -> candle_core::Result<Tensor> {
     t.dequantize(&Device::Cpu)
+}
+
+/// A weight matrix's blocks exactly as the file stores them: `n` rows of `k` weights.
+///
+/// Read straight from the file into the buffer that keeps them (candle's loader reads a tensor
+/// and then copies it, which for a tied Gemma 3 embedding table made a second 170 MiB at load),
+/// and shared when the output projection is the embedding table.
+#[derive(Debug, Clone)]
+struct Blocks {
+    bytes: Arc<Vec<u8>>,
+    n: usize,
+    k: usize,
+}
+
+impl Blocks {
+    /// Tensor `name` (`n × k`) if it is of a type [`quant`] multiplies (Q4_K, Q8_0), else `None`.
+    fn read_if_ours(
+        file: &mut GgufFile,
+        name: &str,
+        n: usize,
+        k: usize,
+    ) -> Result<Option<Self>, ModelFileError> {
+        let ours = match file.tensor_dtype(name) {
+            Some(GgmlDType::Q4K) => quant::fits::<Q4K>(k),
+            Some(GgmlDType::Q8_0) => quant::fits::<Q8_0>(k),
+            _ => false,
+        };
+        if !ours {
+            return Ok(None);
+        }
+        let bytes = Arc::new(file.tensor_blocks(name)?);
+        Ok(Some(Self { bytes, n, k }))
+    }
+
+    /// `x · wᵀ` through [`quant::matmul`]: `x` is `(m, k)`.
+    fn matmul<K: quant::Kernel>(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (m, x_k) = x.dims2()?;
+        if x_k != self.k {
+            candle_core::bail!("matmul of {m}×{x_k} by a {}×{} weight", self.n, self.k);
+        }
+        let xs = x.flatten_all()?.to_vec1::<f32>()?;
+        let out = quant::matmul::<K>(&self.bytes, self.n, self.k, &xs, m);
+        Tensor::from_vec(out, (m, self.n), &Device::Cpu)
+    }
+
+    /// Rows `ids`, dequantized: `(ids.len(), k)`.
+    fn rows<K: quant::Kernel>(&self, ids: &[u32]) -> candle_core::Result<Tensor> {
+        let row_bytes = self.k / K::BLOCK * K::BLOCK_BYTES;
+        let mut out = Vec::with_capacity(ids.len() * self.k);
+        for id in ids {
+            let at = *id as usize;
+            let Some(row) = self.bytes.get(at * row_bytes..(at + 1) * row_bytes) else {
+                candle_core::bail!("row {id} of a table of {}", self.n);
+            };
+            K::dequantize(row, &mut out);
+        }
+        Tensor::from_vec(out, (ids.len(), self.k), &Device::Cpu)
+    }
 }
 
 /// Prompt batches at least this long multiply by dequantized weights (see [`Linear`]).
@@ -271,75 +329,101 @@ const DENSE_MIN_ROWS: usize = 32;
 /// dot-product kernels re-read every weight block once per row. The f32 copy lives only for
 /// the call.
 #[derive(Debug)]
-struct Linear {
-    w: QMatMul,
-    kind: LinearKind,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LinearKind {
-    /// [`quant`] over the raw Q4_K blocks (`n` rows of `k`).
-    Q4K { n: usize, k: usize },
-    /// [`quant`] over the raw Q8_0 blocks.
-    Q8_0 { n: usize, k: usize },
-    /// candle's kernels, with an f32 copy for prompt batches.
-    DensePrefill,
-    /// candle's kernels.
-    Candle,
+enum Linear {
+    Q4K(Blocks),
+    Q8_0(Blocks),
+    /// candle's kernels, with an f32 copy for prompt batches when `dense_prefill`.
+    Candle {
+        w: QMatMul,
+        dense_prefill: bool,
+    },
 }
 
 impl Linear {
-    fn new(w: QMatMul) -> Self {
-        let kind = match &w {
-            QMatMul::QTensor(t) => match (t.dtype(), t.shape().dims2()) {
-                (GgmlDType::Q4K, Ok((n, k))) if quant::fits::<Q4K>(k) => LinearKind::Q4K { n, k },
-                (GgmlDType::Q8_0, Ok((n, k))) if quant::fits::<Q8_0>(k) => {
-                    LinearKind::Q8_0 { n, k }
-                }
-                (GgmlDType::Q4K | GgmlDType::Q6K, _) => LinearKind::Candle,
-                _ => LinearKind::DensePrefill,
-            },
-            _ => LinearKind::Candle,
-        };
-        Self { w, kind }
+    /// Tensor `name`, which must be `n × k`: read as [`Blocks`] where our kernels take its type,
+    /// else as candle's quantized tensor.
+    fn load(file: &mut GgufFile, name: &str, n: usize, k: usize) -> Result<Self, ModelFileError> {
+        let dtype = file.tensor_dtype(name);
+        if let Some(blocks) = Blocks::read_if_ours(file, name, n, k)? {
+            return Ok(match dtype {
+                Some(GgmlDType::Q4K) => Self::Q4K(blocks),
+                _ => Self::Q8_0(blocks),
+            });
+        }
+        let t = file.tensor(name)?;
+        let w = QMatMul::from_qtensor(t)
+            .map_err(|e| file.error(format!("tensor {name}: {}", brief(&e))))?;
+        let dense_prefill = !matches!(dtype, Some(GgmlDType::Q4K | GgmlDType::Q6K));
+        Ok(Self::Candle { w, dense_prefill })
     }
 
     /// The output projection: never densified (a vocabulary-sized f32 copy would be ~1 GB).
-    fn output(w: QMatMul) -> Self {
-        let mut linear = Self::new(w);
-        if linear.kind == LinearKind::DensePrefill {
-            linear.kind = LinearKind::Candle;
+    fn never_dense(self) -> Self {
+        match self {
+            Self::Candle { w, .. } => Self::Candle {
+                w,
+                dense_prefill: false,
+            },
+            ours => ours,
         }
-        linear
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        match (&self.w, self.kind) {
-            (QMatMul::QTensor(q), LinearKind::Q4K { n, k }) => own_kernel::<Q4K>(q, n, k, x),
-            (QMatMul::QTensor(q), LinearKind::Q8_0 { n, k }) => own_kernel::<Q8_0>(q, n, k, x),
-            (QMatMul::QTensor(q), LinearKind::DensePrefill) if x.dim(0)? >= DENSE_MIN_ROWS => {
+        match self {
+            Self::Q4K(b) => b.matmul::<Q4K>(x),
+            Self::Q8_0(b) => b.matmul::<Q8_0>(x),
+            Self::Candle {
+                w: QMatMul::QTensor(q),
+                dense_prefill: true,
+            } if x.dim(0)? >= DENSE_MIN_ROWS => {
                 let w = q.dequantize(&Device::Cpu)?;
                 x.matmul(&w.t()?)
             }
-            _ => self.w.forward(x),
+            Self::Candle { w, .. } => w.forward(x),
         }
     }
 }
 
-/// `x · wᵀ` through [`quant::matmul`]: `x` is `(m, k)`, `w` is `n` rows of `k`.
-fn own_kernel<K: quant::Kernel>(
-    w: &QTensor,
-    n: usize,
-    k: usize,
-    x: &Tensor,
-) -> candle_core::Result<Tensor> {
-    let (m, x_k) = x.dims2()?;
-    if x_k != k {
-        candle_core::bail!("matmul of {m}×{x_k} by a {n}×{k} weight");
+/// The token-embedding table, looked up row by row in its quantized form.
+#[derive(Debug)]
+enum Embeddings {
+    Q4K(Blocks),
+    Q8_0(Blocks),
+    Candle(Arc<QTensor>),
+}
+
+impl Embeddings {
+    fn load(file: &mut GgufFile, n: usize, k: usize) -> Result<Self, ModelFileError> {
+        let name = "token_embd.weight";
+        let dtype = file.tensor_dtype(name);
+        Ok(match Blocks::read_if_ours(file, name, n, k)? {
+            Some(blocks) if dtype == Some(GgmlDType::Q4K) => Self::Q4K(blocks),
+            Some(blocks) => Self::Q8_0(blocks),
+            None => Self::Candle(Arc::new(file.tensor(name)?)),
+        })
     }
-    let xs = x.flatten_all()?.to_vec1::<f32>()?;
-    let out = quant::matmul::<K>(&w.data()?, n, k, &xs, m);
-    Tensor::from_vec(out, (m, n), &Device::Cpu)
+
+    /// The embeddings of `ids`: `(ids.len(), n_embd)`.
+    fn lookup(&self, ids: &[u32]) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Q4K(b) => b.rows::<Q4K>(ids),
+            Self::Q8_0(b) => b.rows::<Q8_0>(ids),
+            Self::Candle(t) => t.embedding(&Tensor::new(ids, &Device::Cpu)?),
+        }
+    }
+
+    /// The same table as the output projection (tied embeddings), shared, not copied; never
+    /// densified for prompt batches (a vocabulary-sized f32 copy would be ~1 GB).
+    fn tied_output(&self) -> candle_core::Result<Linear> {
+        Ok(match self {
+            Self::Q4K(b) => Linear::Q4K(b.clone()),
+            Self::Q8_0(b) => Linear::Q8_0(b.clone()),
+            Self::Candle(t) => Linear::Candle {
+                w: QMatMul::from_arc(t.clone())?,
+                dense_prefill: false,
+            },
+        })
+    }
 }
 
 /// A norm's weights, dense.
@@ -359,10 +443,6 @@ fn optional_norm(
     } else {
         Ok(None)
     }
-}
-
-fn mm(file: &GgufFile, name: &str, t: QTensor) -> Result<QMatMul, ModelFileError> {
-    QMatMul::from_qtensor(t).map_err(|e| file.error(format!("tensor {name}: {}", brief(&e))))
 }
 
 impl Model {
@@ -386,17 +466,17 @@ impl Model {
             None => Err(file.error(format!("missing tensor {name}"))),
         };
         expect_dims(file, "token_embd.weight", &[hp.vocab_size, hp.n_embd])?;
-        let tok_embd = Arc::new(file.tensor("token_embd.weight")?);
+        let tok_embd = Embeddings::load(file, hp.vocab_size, hp.n_embd)?;
         let output_norm = file.tensor("output_norm.weight")?;
         let output_norm = dense(output_norm).map_err(|e| cerr(file, "output_norm.weight", e))?;
-        let output = match file.tensor_if_present("output.weight")? {
-            Some(t) => {
-                expect_dims(file, "output.weight", &[hp.vocab_size, hp.n_embd])?;
-                mm(file, "output.weight", t)?
-            }
+        let output = if file.has_tensor("output.weight") {
+            expect_dims(file, "output.weight", &[hp.vocab_size, hp.n_embd])?;
+            Linear::load(file, "output.weight", hp.vocab_size, hp.n_embd)?.never_dense()
+        } else {
             // Tied embeddings (Llama 3.2 1B/3B, Gemma): the same quantized table, not a copy.
-            None => QMatMul::from_arc(tok_embd.clone())
-                .map_err(|e| cerr(file, "token_embd.weight", e))?,
+            tok_embd
+                .tied_output()
+                .map_err(|e| cerr(file, "token_embd.weight", e))?
         };
         let freq_factors = match file.tensor_if_present("rope_freqs.weight")? {
             Some(t) => Some(
@@ -447,8 +527,7 @@ impl Model {
             let mut take_mm = |suffix: &str, dims: [usize; 2]| -> Result<Linear, ModelFileError> {
                 let name = format!("{p}.{suffix}.weight");
                 expect_dims(file, &name, &dims)?;
-                let t = file.tensor(&name)?;
-                mm(file, &name, t).map(Linear::new)
+                Linear::load(file, &name, dims[0], dims[1])
             };
             let wq = take_mm("attn_q", [q_dim, hp.n_embd])?;
             let wk = take_mm("attn_k", [kv_dim, hp.n_embd])?;
@@ -486,7 +565,7 @@ impl Model {
             tok_embd,
             layers,
             output_norm,
-            output: Linear::output(output),
+            output,
             rope,
             rope_local,
         })
@@ -539,8 +618,7 @@ impl Model {
                 hp.vocab_size
             );
         }
-        let ids = Tensor::new(tokens, &Device::Cpu)?;
-        let mut x = self.tok_embd.embedding(&ids)?;
+        let mut x = self.tok_embd.lookup(tokens)?;
         if hp.arch == Arch::Gemma3 {
             x = (x * (hp.n_embd as f64).sqrt())?;
         }

@@ -41,6 +41,8 @@ pub trait Kernel {
     fn quantize(x: &[f32]) -> Self::Act;
     /// `row · x` in plain Rust.
     fn dot(row: &[u8], x: &Self::Act) -> f32;
+    /// Appends the weights of `row` (whole blocks) to `out`, bit for bit as candle reads them.
+    fn dequantize(row: &[u8], out: &mut Vec<f32>);
     /// `row · x` for `T` activation rows, in AVX2; the same bits as [`Self::dot`].
     #[cfg(target_arch = "x86_64")]
     fn dot_simd<const T: usize>(simd: V3, row: &[u8], xs: [&Self::Act; T]) -> [f32; T];

@@ -254,6 +254,28 @@ fn hsum_i32_128(simd: V3, v: std::arch::x86_64::__m128i) -> i32 {
     simd.sse2._mm_cvtsi128_si32(v)
 }
 
+/// Appends the weights of `row`'s blocks to `out`, as candle's dequantization reads them (the
+/// same float steps, so an embedding lookup gives the same bits either way).
+pub fn dequantize(row: &[u8], out: &mut Vec<f32>) {
+    let (blocks, _) = row.as_chunks::<Q4K_BYTES>();
+    out.reserve(blocks.len() * QK);
+    for block in blocks {
+        let (d, dmin, packed, qs) = parts(block);
+        let (scales, mins) = scales_mins(packed);
+        for j in 0..4 {
+            let bytes = &qs[32 * j..32 * j + 32];
+            for (s, shift) in [(2 * j, 0), (2 * j + 1, 4)] {
+                let (scale, min) = (d * f32::from(scales[s]), dmin * f32::from(mins[s]));
+                out.extend(
+                    bytes
+                        .iter()
+                        .map(|b| scale * f32::from((b >> shift) & 0x0f) - min),
+                );
+            }
+        }
+    }
+}
+
 /// The Q4_K kernels for [`super::matmul`].
 #[derive(Debug, Clone, Copy)]
 pub struct Q4K;
@@ -269,6 +291,10 @@ impl Kernel for Q4K {
 
     fn dot(row: &[u8], x: &Vec<Q8Block>) -> f32 {
         dot_scalar(row, x)
+    }
+
+    fn dequantize(row: &[u8], out: &mut Vec<f32>) {
+        dequantize(row, out)
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -289,27 +315,6 @@ mod tests {
 
     /// The weights of `row` (whole Q4_K blocks) as f32: the block layout read on its own, the
     /// way the format describes it.
-    fn dequantize(row: &[u8]) -> Vec<f32> {
-        let (blocks, _) = row.as_chunks::<Q4K_BYTES>();
-        let mut out = Vec::with_capacity(blocks.len() * QK);
-        for block in blocks {
-            let (d, dmin, packed, qs) = parts(block);
-            let (scales, mins) = scales_mins(packed);
-            for j in 0..4 {
-                let bytes = &qs[32 * j..32 * j + 32];
-                for (s, shift) in [(2 * j, 0), (2 * j + 1, 4)] {
-                    let (scale, min) = (d * f32::from(scales[s]), dmin * f32::from(mins[s]));
-                    out.extend(
-                        bytes
-                            .iter()
-                            .map(|b| scale * f32::from((b >> shift) & 0x0f) - min),
-                    );
-                }
-            }
-        }
-        out
-    }
-
     #[cfg(target_arch = "x86_64")]
     fn dot_avx2(simd: V3, row: &[u8], x: &[Q8Block]) -> f32 {
         let [out] = dot_group_avx2(simd, row, [x]);
@@ -320,7 +325,9 @@ mod tests {
     fn dequantizing_reads_the_blocks_as_candle_does() {
         let (bytes, dense) = weights(3, 512, 1);
         assert_eq!(bytes.len(), 3 * 2 * Q4K_BYTES);
-        assert_eq!(dequantize(&bytes), dense);
+        let mut out = Vec::new();
+        dequantize(&bytes, &mut out);
+        assert_eq!(out, dense);
     }
 
     /// The packed scales and mins read four bytes at a time equal the byte-by-byte reading.

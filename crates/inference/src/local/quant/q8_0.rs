@@ -107,6 +107,16 @@ pub fn dot_group_avx2<const T: usize>(simd: V3, row: &[u8], xs: [&[Q8Block]; T])
     acc.map(|a| hsum8(bytemuck::cast(a)))
 }
 
+/// Appends the weights of `row`'s blocks to `out` (`d * q`, as candle reads them).
+pub fn dequantize(row: &[u8], out: &mut Vec<f32>) {
+    let (blocks, _) = row.as_chunks::<BLOCK_BYTES>();
+    out.reserve(blocks.len() * QK);
+    for block in blocks {
+        let (d, qs) = parts(block);
+        out.extend(qs.iter().map(|q| d * f32::from(*q as i8)));
+    }
+}
+
 /// The Q8_0 kernels for [`super::matmul`].
 #[derive(Debug, Clone, Copy)]
 pub struct Q8_0;
@@ -124,6 +134,10 @@ impl Kernel for Q8_0 {
         dot_scalar(row, x)
     }
 
+    fn dequantize(row: &[u8], out: &mut Vec<f32>) {
+        dequantize(row, out)
+    }
+
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     fn dot_simd<const T: usize>(simd: V3, row: &[u8], xs: [&Vec<Q8Block>; T]) -> [f32; T] {
@@ -138,6 +152,14 @@ mod tests {
 
     fn weights(n: usize, k: usize, seed: u64) -> (Vec<u8>, Vec<f32>) {
         super::super::test_weights(GgmlDType::Q8_0, n, k, seed)
+    }
+
+    #[test]
+    fn dequantizing_reads_the_blocks_as_candle_does() {
+        let (bytes, dense) = weights(3, 96, 1);
+        let mut out = Vec::new();
+        dequantize(&bytes, &mut out);
+        assert_eq!(out, dense);
     }
 
     #[test]
