@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use candle_core::quantized::gguf_file::{Content, Value};
+
+use super::pages::WeightBytes;
 use candle_core::quantized::{GgmlDType, QTensor};
 
 /// A model file that cannot be used, and why.
@@ -199,8 +201,9 @@ impl GgufFile {
     }
 
     /// The tensor's bytes as the file stores them (whole blocks of its type), read straight into
-    /// the buffer that keeps them: unlike [`Self::tensor`], no second copy exists at any time.
-    pub fn tensor_blocks(&mut self, name: &str) -> Result<Vec<u8>, ModelFileError> {
+    /// the buffer that keeps them (in huge pages where it is large; see [`WeightBytes`]): unlike
+    /// [`Self::tensor`], no second copy exists at any time.
+    pub fn tensor_blocks(&mut self, name: &str) -> Result<WeightBytes, ModelFileError> {
         let Some(info) = self.content.tensor_infos.get(name) else {
             return Err(self.error(format!("missing tensor {name}")));
         };
@@ -226,7 +229,7 @@ impl GgufFile {
                  {start}, {remaining} remaining in file)"
             )));
         }
-        let mut bytes = vec![0u8; size];
+        let mut bytes = WeightBytes::zeroed(size);
         self.reader.seek(SeekFrom::Start(start)).map_err(io)?;
         self.reader.read_exact(&mut bytes).map_err(io)?;
         Ok(bytes)

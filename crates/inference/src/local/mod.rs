@@ -18,6 +18,7 @@ pub mod escape;
 pub mod gguf;
 pub mod hub;
 pub mod model;
+pub mod pages;
 pub mod quant;
 pub mod sampler;
 pub mod synth;
