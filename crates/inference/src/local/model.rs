@@ -7,11 +7,12 @@
 //!   `{arch}.rope.scaling.{type,factor}` (linear) scales positions;
 //! - the context is the file's `{arch}.context_length`, bounded by the caller's `n_ctx`;
 //! - token embeddings are looked up row by row in their quantized form;
-//! - each [`KvCache`] is allocated once, for the whole request, and written in place;
+//! - each [`KvCache`] is allocated once, for the whole request, and written in place (values
+//!   rounded to f16, as llama.cpp's default cache stores them);
 //! - a prompt is processed in batches of up to `n_batch` tokens, one matmul per weight per batch;
 //! - attention over grouped KV heads reads the cache without copying it per query head.
 //!
-//! Q4_K and Q8_0 linear layers run through our own kernels over the file's blocks
+//! Q4_K, Q5_0 and Q8_0 linear layers run through our own kernels over the file's blocks
 //! ([`super::quant`]); other types through candle's quantized matmul kernels (`QMatMul`), which
 //! pick their SIMD code at compile time (hence the x86-64-v3 default in `.cargo/config.toml`).
 
@@ -21,7 +22,8 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{D, DType, Device, Module, Tensor};
 
 use super::gguf::{GgufFile, ModelFileError, brief};
-use super::quant::{self, q4k::Q4K, q8_0::Q8_0};
+use super::pages::WeightBytes;
+use super::quant::{self, q4k::Q4K, q5_0::Q5_0, q8_0::Q8_0};
 
 /// The architectures this engine runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,13 +267,14 @@ fn dense(t: QTensor) -> candle_core::Result<Tensor> {
 /// and shared when the output projection is the embedding table.
 #[derive(Debug, Clone)]
 struct Blocks {
-    bytes: Arc<Vec<u8>>,
+    bytes: Arc<WeightBytes>,
     n: usize,
     k: usize,
 }
 
 impl Blocks {
-    /// Tensor `name` (`n × k`) if it is of a type [`quant`] multiplies (Q4_K, Q8_0), else `None`.
+    /// Tensor `name` (`n × k`) if it is of a type [`quant`] multiplies (Q4_K, Q5_0, Q8_0), else
+    /// `None`.
     fn read_if_ours(
         file: &mut GgufFile,
         name: &str,
@@ -280,6 +283,7 @@ impl Blocks {
     ) -> Result<Option<Self>, ModelFileError> {
         let ours = match file.tensor_dtype(name) {
             Some(GgmlDType::Q4K) => quant::fits::<Q4K>(k),
+            Some(GgmlDType::Q5_0) => quant::fits::<Q5_0>(k),
             Some(GgmlDType::Q8_0) => quant::fits::<Q8_0>(k),
             _ => false,
         };
@@ -321,8 +325,8 @@ const DENSE_MIN_ROWS: usize = 32;
 
 /// A weight matrix.
 ///
-/// Q4_K (most of a Q4_K_M file) and Q8_0 run through [`quant`] on the blocks as loaded, for
-/// one token and for prompt batches alike. Other types, one token at a time, run candle's
+/// Q4_K (most of a Q4_K_M file), Q5_0 and Q8_0 run through [`quant`] on the blocks as loaded,
+/// for one token and for prompt batches alike. Other types, one token at a time, run candle's
 /// quantized kernels (memory-bound, where quantization pays). For a prompt batch, types without
 /// candle's tiled x86 kernels (Q6_K has them) are dequantized to f32 for the call and multiplied
 /// with the f32 GEMM: the batch reuses each weight many times, so compute dominates, and the
@@ -331,6 +335,7 @@ const DENSE_MIN_ROWS: usize = 32;
 #[derive(Debug)]
 enum Linear {
     Q4K(Blocks),
+    Q5_0(Blocks),
     Q8_0(Blocks),
     /// candle's kernels, with an f32 copy for prompt batches when `dense_prefill`.
     Candle {
@@ -347,6 +352,7 @@ impl Linear {
         if let Some(blocks) = Blocks::read_if_ours(file, name, n, k)? {
             return Ok(match dtype {
                 Some(GgmlDType::Q4K) => Self::Q4K(blocks),
+                Some(GgmlDType::Q5_0) => Self::Q5_0(blocks),
                 _ => Self::Q8_0(blocks),
             });
         }
@@ -371,6 +377,7 @@ impl Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             Self::Q4K(b) => b.matmul::<Q4K>(x),
+            Self::Q5_0(b) => b.matmul::<Q5_0>(x),
             Self::Q8_0(b) => b.matmul::<Q8_0>(x),
             Self::Candle {
                 w: QMatMul::QTensor(q),
@@ -388,6 +395,7 @@ impl Linear {
 #[derive(Debug)]
 enum Embeddings {
     Q4K(Blocks),
+    Q5_0(Blocks),
     Q8_0(Blocks),
     Candle(Arc<QTensor>),
 }
@@ -397,8 +405,11 @@ impl Embeddings {
         let name = "token_embd.weight";
         let dtype = file.tensor_dtype(name);
         Ok(match Blocks::read_if_ours(file, name, n, k)? {
-            Some(blocks) if dtype == Some(GgmlDType::Q4K) => Self::Q4K(blocks),
-            Some(blocks) => Self::Q8_0(blocks),
+            Some(blocks) => match dtype {
+                Some(GgmlDType::Q4K) => Self::Q4K(blocks),
+                Some(GgmlDType::Q5_0) => Self::Q5_0(blocks),
+                _ => Self::Q8_0(blocks),
+            },
             None => Self::Candle(Arc::new(file.tensor(name)?)),
         })
     }
@@ -407,6 +418,7 @@ impl Embeddings {
     fn lookup(&self, ids: &[u32]) -> candle_core::Result<Tensor> {
         match self {
             Self::Q4K(b) => b.rows::<Q4K>(ids),
+            Self::Q5_0(b) => b.rows::<Q5_0>(ids),
             Self::Q8_0(b) => b.rows::<Q8_0>(ids),
             Self::Candle(t) => t.embedding(&Tensor::new(ids, &Device::Cpu)?),
         }
@@ -417,6 +429,7 @@ impl Embeddings {
     fn tied_output(&self) -> candle_core::Result<Linear> {
         Ok(match self {
             Self::Q4K(b) => Linear::Q4K(b.clone()),
+            Self::Q5_0(b) => Linear::Q5_0(b.clone()),
             Self::Q8_0(b) => Linear::Q8_0(b.clone()),
             Self::Candle(t) => Linear::Candle {
                 w: QMatMul::from_arc(t.clone())?,
@@ -671,7 +684,11 @@ impl Model {
                     candle_nn::rotary_emb::rope(&k, &cos, &sin)?,
                 ),
             };
-            let k = k.squeeze(0)?;
+            // Keys and values are kept at f16 precision, as llama.cpp's default f16 cache keeps
+            // them: the logits then follow llama.cpp's closely enough that greedy decoding picks
+            // its tokens where two candidates are a rounding apart (Gemma 3's golden test).
+            let k = k.squeeze(0)?.to_dtype(DType::F16)?.to_dtype(DType::F32)?;
+            let v = v.to_dtype(DType::F16)?.to_dtype(DType::F32)?;
             cache.k[il].slice_set(&k, 1, pos)?;
             cache.v[il].slice_set(&v, 1, pos)?;
 

@@ -14,9 +14,11 @@
 //!   every activation row, `GROUP` activation rows at a time (a prompt batch reuses each
 //!   unpacked weight block four times).
 //!
-//! [`q4k`]: Q4_K (most of a Q4_K_M file); [`q8_0`]: Q8_0.
+//! [`q4k`]: Q4_K (most of a Q4_K_M file); [`q5_0`]: Q5_0 (where rows are not whole Q4_K
+//! blocks, as in Gemma 3 270M); [`q8_0`]: Q8_0.
 
 pub mod q4k;
+pub mod q5_0;
 pub mod q8_0;
 
 use std::sync::atomic::{AtomicU32, Ordering};

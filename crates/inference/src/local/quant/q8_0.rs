@@ -18,8 +18,8 @@ pub const BLOCK_BYTES: usize = 34;
 /// 32 activations as 8-bit values (within ±127) and their scale (as f16, widened).
 #[derive(Debug, Clone)]
 pub struct Q8Block {
-    d: f32,
-    qs: [i8; QK],
+    pub(super) d: f32,
+    pub(super) qs: [i8; QK],
 }
 
 /// Quantizes `x` (a multiple of 32 long) to one [`Q8Block`] per 32 values.
@@ -50,7 +50,7 @@ fn parts(block: &[u8; BLOCK_BYTES]) -> (f32, &[u8; QK]) {
 
 /// The sum of eight float lanes in llama.cpp's order (`hsum_float_8`).
 #[inline(always)]
-fn hsum8(a: [f32; 8]) -> f32 {
+pub(super) fn hsum8(a: [f32; 8]) -> f32 {
     ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
 }
 
