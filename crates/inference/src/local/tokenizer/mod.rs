@@ -157,7 +157,7 @@ pub struct Tokenizer {
     tokens: Vec<String>,
     types: Vec<TokenType>,
     scores: Vec<f32>,
-    by_text: hash::FxHashMap<String, u32>,
+    by_text: hash::TextIndex,
     /// Decoded bytes of every token, concatenated; `offsets[id]..offsets[id + 1]`.
     bytes: Vec<u8>,
     offsets: Vec<usize>,
@@ -267,14 +267,12 @@ impl Tokenizer {
             VocabKind::SentencePiece => None,
         };
         let map = unicode::byte_map();
-        let mut by_text = hash::FxHashMap::with_capacity_and_hasher(n, Default::default());
+        let by_text = hash::TextIndex::new(&vocab.tokens);
         let mut bytes = Vec::new();
         let mut offsets = Vec::with_capacity(n + 1);
         let mut byte_ids = [None; 256];
         offsets.push(0);
         for (id, (text, &ty)) in vocab.tokens.iter().zip(&types).enumerate() {
-            let id32 = id as u32; // n fits in u32, checked above
-            by_text.insert(text.clone(), id32);
             match ty {
                 TokenType::Control | TokenType::UserDefined | TokenType::Unknown => {
                     bytes.extend_from_slice(text.as_bytes())
@@ -309,7 +307,7 @@ impl Tokenizer {
         }
         if vocab.model == VocabKind::SentencePiece {
             for b in 0..=255u8 {
-                byte_ids[usize::from(b)] = by_text.get(&format!("<0x{b:02X}>")).copied();
+                byte_ids[usize::from(b)] = by_text.get(&vocab.tokens, &format!("<0x{b:02X}>"));
             }
         }
         let mut specials: Vec<u32> = (0..n)
@@ -334,7 +332,7 @@ impl Tokenizer {
         eog.extend(
             EOG_NAMES
                 .iter()
-                .filter_map(|name| by_text.get(*name).copied()),
+                .filter_map(|name| by_text.get(&vocab.tokens, name)),
         );
         eog.sort_unstable();
         eog.dedup();
@@ -452,7 +450,7 @@ impl Tokenizer {
                             }
                             spm::encode(
                                 &escaped,
-                                &self.by_text,
+                                &|piece| self.by_text.get(&self.tokens, piece),
                                 &self.scores,
                                 &self.byte_ids,
                                 self.unk,
@@ -518,7 +516,7 @@ impl Tokenizer {
 
     /// The id of the token whose stored text is exactly `piece`.
     pub fn id(&self, piece: &str) -> Option<u32> {
-        self.by_text.get(piece).copied()
+        self.by_text.get(&self.tokens, piece)
     }
 
     /// The type of token `id`.

@@ -3,8 +3,6 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use super::hash::FxHashMap;
-
 const NONE: usize = usize::MAX;
 
 #[derive(Clone, Copy)]
@@ -45,7 +43,7 @@ impl Ord for Bigram {
 /// Tokenizes whitespace-escaped `text` (spaces already replaced by U+2581), appending ids to `out`.
 pub(crate) fn encode(
     text: &str,
-    by_text: &FxHashMap<String, u32>,
+    id_of: &dyn Fn(&str) -> Option<u32>,
     scores: &[f32],
     byte_ids: &[Option<u32>; 256],
     unk: Option<u32>,
@@ -74,7 +72,7 @@ pub(crate) fn encode(
         let Some(piece) = text.get(l.start..l.start + l.len + r.len) else {
             return;
         };
-        if let Some(&id) = by_text.get(piece) {
+        if let Some(id) = id_of(piece) {
             let score = scores.get(id as usize).copied().unwrap_or(0.0);
             heap.push(Bigram {
                 score,
@@ -105,8 +103,8 @@ pub(crate) fn encode(
     while i != NONE {
         let s = syms[i];
         let piece = text.get(s.start..s.start + s.len).unwrap_or("");
-        match by_text.get(piece) {
-            Some(&id) => out.push(id),
+        match id_of(piece) {
+            Some(id) => out.push(id),
             None => {
                 for &byte in piece.as_bytes() {
                     if let Some(id) = byte_ids[usize::from(byte)].or(unk) {
