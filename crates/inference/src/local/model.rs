@@ -260,53 +260,72 @@ fn dense(t: QTensor) -> candle_core::Result<Tensor> {
     t.dequantize(&Device::Cpu)
 }
 
-/// A weight matrix's blocks exactly as the file stores them: `n` rows of `k` weights.
+/// The weight types [`quant`] multiplies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OwnType {
+    Q4K,
+    Q5_0,
+    Q8_0,
+}
+
+/// A weight matrix's blocks exactly as the file stores them: `n` rows of `k` weights of `dtype`.
 ///
 /// Read straight from the file into the buffer that keeps them (candle's loader reads a tensor
 /// and then copies it, which for a tied Gemma 3 embedding table made a second 170 MiB at load),
 /// and shared when the output projection is the embedding table.
 #[derive(Debug, Clone)]
 struct Blocks {
+    dtype: OwnType,
     bytes: Arc<WeightBytes>,
     n: usize,
     k: usize,
 }
 
 impl Blocks {
-    /// Tensor `name` (`n × k`) if it is of a type [`quant`] multiplies (Q4_K, Q5_0, Q8_0), else
-    /// `None`.
+    /// Tensor `name` (`n × k`) if it is of a type [`quant`] multiplies (Q4_K, Q5_0, Q8_0) in
+    /// whole blocks, else `None`.
     fn read_if_ours(
         file: &mut GgufFile,
         name: &str,
         n: usize,
         k: usize,
     ) -> Result<Option<Self>, ModelFileError> {
-        let ours = match file.tensor_dtype(name) {
-            Some(GgmlDType::Q4K) => quant::fits::<Q4K>(k),
-            Some(GgmlDType::Q5_0) => quant::fits::<Q5_0>(k),
-            Some(GgmlDType::Q8_0) => quant::fits::<Q8_0>(k),
-            _ => false,
+        let dtype = match file.tensor_dtype(name) {
+            Some(GgmlDType::Q4K) if quant::fits::<Q4K>(k) => OwnType::Q4K,
+            Some(GgmlDType::Q5_0) if quant::fits::<Q5_0>(k) => OwnType::Q5_0,
+            Some(GgmlDType::Q8_0) if quant::fits::<Q8_0>(k) => OwnType::Q8_0,
+            _ => return Ok(None),
         };
-        if !ours {
-            return Ok(None);
-        }
         let bytes = Arc::new(file.tensor_blocks(name)?);
-        Ok(Some(Self { bytes, n, k }))
+        Ok(Some(Self { dtype, bytes, n, k }))
     }
 
     /// `x · wᵀ` through [`quant::matmul`]: `x` is `(m, k)`.
-    fn matmul<K: quant::Kernel>(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    fn matmul(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (m, x_k) = x.dims2()?;
         if x_k != self.k {
             candle_core::bail!("matmul of {m}×{x_k} by a {}×{} weight", self.n, self.k);
         }
         let xs = x.flatten_all()?.to_vec1::<f32>()?;
-        let out = quant::matmul::<K>(&self.bytes, self.n, self.k, &xs, m);
-        Tensor::from_vec(out, (m, self.n), &Device::Cpu)
+        let (w, n, k) = (&self.bytes[..], self.n, self.k);
+        let out = match self.dtype {
+            OwnType::Q4K => quant::matmul::<Q4K>(w, n, k, &xs, m),
+            OwnType::Q5_0 => quant::matmul::<Q5_0>(w, n, k, &xs, m),
+            OwnType::Q8_0 => quant::matmul::<Q8_0>(w, n, k, &xs, m),
+        };
+        Tensor::from_vec(out, (m, n), &Device::Cpu)
     }
 
     /// Rows `ids`, dequantized: `(ids.len(), k)`.
-    fn rows<K: quant::Kernel>(&self, ids: &[u32]) -> candle_core::Result<Tensor> {
+    fn rows(&self, ids: &[u32]) -> candle_core::Result<Tensor> {
+        match self.dtype {
+            OwnType::Q4K => self.rows_of::<Q4K>(ids),
+            OwnType::Q5_0 => self.rows_of::<Q5_0>(ids),
+            OwnType::Q8_0 => self.rows_of::<Q8_0>(ids),
+        }
+    }
+
+    fn rows_of<K: quant::Kernel>(&self, ids: &[u32]) -> candle_core::Result<Tensor> {
         let row_bytes = self.k / K::BLOCK * K::BLOCK_BYTES;
         let mut out = Vec::with_capacity(ids.len() * self.k);
         for id in ids {
@@ -334,9 +353,7 @@ const DENSE_MIN_ROWS: usize = 32;
 /// the call.
 #[derive(Debug)]
 enum Linear {
-    Q4K(Blocks),
-    Q5_0(Blocks),
-    Q8_0(Blocks),
+    Ours(Blocks),
     /// candle's kernels, with an f32 copy for prompt batches when `dense_prefill`.
     Candle {
         w: QMatMul,
@@ -348,18 +365,16 @@ impl Linear {
     /// Tensor `name`, which must be `n × k`: read as [`Blocks`] where our kernels take its type,
     /// else as candle's quantized tensor.
     fn load(file: &mut GgufFile, name: &str, n: usize, k: usize) -> Result<Self, ModelFileError> {
-        let dtype = file.tensor_dtype(name);
         if let Some(blocks) = Blocks::read_if_ours(file, name, n, k)? {
-            return Ok(match dtype {
-                Some(GgmlDType::Q4K) => Self::Q4K(blocks),
-                Some(GgmlDType::Q5_0) => Self::Q5_0(blocks),
-                _ => Self::Q8_0(blocks),
-            });
+            return Ok(Self::Ours(blocks));
         }
+        let dense_prefill = !matches!(
+            file.tensor_dtype(name),
+            Some(GgmlDType::Q4K | GgmlDType::Q6K)
+        );
         let t = file.tensor(name)?;
         let w = QMatMul::from_qtensor(t)
             .map_err(|e| file.error(format!("tensor {name}: {}", brief(&e))))?;
-        let dense_prefill = !matches!(dtype, Some(GgmlDType::Q4K | GgmlDType::Q6K));
         Ok(Self::Candle { w, dense_prefill })
     }
 
@@ -376,9 +391,7 @@ impl Linear {
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
-            Self::Q4K(b) => b.matmul::<Q4K>(x),
-            Self::Q5_0(b) => b.matmul::<Q5_0>(x),
-            Self::Q8_0(b) => b.matmul::<Q8_0>(x),
+            Self::Ours(b) => b.matmul(x),
             Self::Candle {
                 w: QMatMul::QTensor(q),
                 dense_prefill: true,
@@ -394,22 +407,15 @@ impl Linear {
 /// The token-embedding table, looked up row by row in its quantized form.
 #[derive(Debug)]
 enum Embeddings {
-    Q4K(Blocks),
-    Q5_0(Blocks),
-    Q8_0(Blocks),
+    Ours(Blocks),
     Candle(Arc<QTensor>),
 }
 
 impl Embeddings {
     fn load(file: &mut GgufFile, n: usize, k: usize) -> Result<Self, ModelFileError> {
         let name = "token_embd.weight";
-        let dtype = file.tensor_dtype(name);
         Ok(match Blocks::read_if_ours(file, name, n, k)? {
-            Some(blocks) => match dtype {
-                Some(GgmlDType::Q4K) => Self::Q4K(blocks),
-                Some(GgmlDType::Q5_0) => Self::Q5_0(blocks),
-                _ => Self::Q8_0(blocks),
-            },
+            Some(blocks) => Self::Ours(blocks),
             None => Self::Candle(Arc::new(file.tensor(name)?)),
         })
     }
@@ -417,9 +423,7 @@ impl Embeddings {
     /// The embeddings of `ids`: `(ids.len(), n_embd)`.
     fn lookup(&self, ids: &[u32]) -> candle_core::Result<Tensor> {
         match self {
-            Self::Q4K(b) => b.rows::<Q4K>(ids),
-            Self::Q5_0(b) => b.rows::<Q5_0>(ids),
-            Self::Q8_0(b) => b.rows::<Q8_0>(ids),
+            Self::Ours(b) => b.rows(ids),
             Self::Candle(t) => t.embedding(&Tensor::new(ids, &Device::Cpu)?),
         }
     }
@@ -428,9 +432,7 @@ impl Embeddings {
     /// densified for prompt batches (a vocabulary-sized f32 copy would be ~1 GB).
     fn tied_output(&self) -> candle_core::Result<Linear> {
         Ok(match self {
-            Self::Q4K(b) => Linear::Q4K(b.clone()),
-            Self::Q5_0(b) => Linear::Q5_0(b.clone()),
-            Self::Q8_0(b) => Linear::Q8_0(b.clone()),
+            Self::Ours(b) => Linear::Ours(b.clone()),
             Self::Candle(t) => Linear::Candle {
                 w: QMatMul::from_arc(t.clone())?,
                 dense_prefill: false,
