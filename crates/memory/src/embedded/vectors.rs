@@ -198,7 +198,7 @@ impl SegmentVectors {
 
     /// The best live docs among `docs` that pass (per `mask`, from [`Self::mask`]), by their
     /// 4-bit scores for `query`, into `top` (whose size should be [`Self::coarse_pool`] of the
-    /// candidates wanted); [`Self::score`] then ranks those more finely.
+    /// candidates wanted); [`rescore`] then ranks those more finely.
     pub fn scan(
         &self,
         docs: std::ops::Range<usize>,
