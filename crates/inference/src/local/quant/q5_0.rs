@@ -12,7 +12,9 @@
 use super::Kernel;
 #[cfg(target_arch = "x86_64")]
 use super::V3;
-use super::q8_0::{Q8Block, hsum8, quantize};
+#[cfg(target_arch = "x86_64")]
+use super::q8_0::dot_unpacked_avx2;
+use super::q8_0::{Q8Block, dot_unpacked, quantize};
 
 /// Weights per block.
 pub const QK: usize = 32;
@@ -46,24 +48,11 @@ fn unpack(qh: u32, qs: &[u8; 16]) -> [i8; QK] {
 /// `row · x` in plain Rust, with the same float steps as the AVX2 kernel.
 pub fn dot_scalar(row: &[u8], x: &[Q8Block]) -> f32 {
     let (blocks, _) = row.as_chunks::<BLOCK_BYTES>();
-    let mut acc = [0.0f32; 8];
-    for (block, y) in blocks.iter().zip(x) {
+    let blocks = blocks.iter().map(|block| {
         let (d, qh, qs) = parts(block);
-        let w = unpack(qh, qs);
-        let scale = d * y.d;
-        for (lane, (w, a)) in acc
-            .iter_mut()
-            .zip(w.chunks_exact(4).zip(y.qs.chunks_exact(4)))
-        {
-            let sum: i32 = w
-                .iter()
-                .zip(a)
-                .map(|(w, a)| i32::from(*w) * i32::from(*a))
-                .sum();
-            *lane = scale.mul_add(sum as f32, *lane);
-        }
-    }
-    hsum8(acc)
+        (d, unpack(qh, qs))
+    });
+    dot_unpacked(blocks, x)
 }
 
 /// A block's 32 weights as signed bytes, in AVX2: the nibbles spread to 32 bytes, and every
@@ -105,30 +94,12 @@ fn unpack_avx2(simd: V3, qh: u32, qs: &[u8; 16]) -> std::arch::x86_64::__m256i {
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub fn dot_group_avx2<const T: usize>(simd: V3, row: &[u8], xs: [&[Q8Block]; T]) -> [f32; T] {
-    use std::arch::x86_64::__m256i;
     let (blocks, _) = row.as_chunks::<BLOCK_BYTES>();
-    let n_blocks = xs.iter().fold(blocks.len(), |n, x| n.min(x.len()));
-    let ones = simd.avx._mm256_set1_epi16(1);
-    let mut acc = [simd.avx._mm256_setzero_ps(); T];
-    for (b, block) in blocks.iter().take(n_blocks).enumerate() {
+    let blocks = blocks.iter().map(|block| {
         let (d, qh, qs) = parts(block);
-        let w = unpack_avx2(simd, qh, qs);
-        let w_abs = simd.avx2._mm256_sign_epi8(w, w);
-        for (acc, x) in acc.iter_mut().zip(xs) {
-            let y = &x[b];
-            let a: __m256i = bytemuck::cast(y.qs);
-            let pairs = simd
-                .avx2
-                ._mm256_maddubs_epi16(w_abs, simd.avx2._mm256_sign_epi8(a, w));
-            let sums = simd
-                .avx
-                ._mm256_cvtepi32_ps(simd.avx2._mm256_madd_epi16(ones, pairs));
-            *acc = simd
-                .fma
-                ._mm256_fmadd_ps(simd.avx._mm256_set1_ps(d * y.d), sums, *acc);
-        }
-    }
-    acc.map(|a| hsum8(bytemuck::cast(a)))
+        (d, unpack_avx2(simd, qh, qs))
+    });
+    dot_unpacked_avx2(simd, blocks, xs)
 }
 
 /// Appends the weights of `row`'s blocks to `out`, as candle reads them (`q as f32 * d`).

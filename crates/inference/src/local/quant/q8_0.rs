@@ -50,25 +50,49 @@ fn parts(block: &[u8; BLOCK_BYTES]) -> (f32, &[u8; QK]) {
 
 /// The sum of eight float lanes in llama.cpp's order (`hsum_float_8`).
 #[inline(always)]
-pub(super) fn hsum8(a: [f32; 8]) -> f32 {
+fn hsum8(a: [f32; 8]) -> f32 {
     ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
 }
 
 /// `row · x` in plain Rust, with the same float steps as the AVX2 kernel.
 pub fn dot_scalar(row: &[u8], x: &[Q8Block]) -> f32 {
     let (blocks, _) = row.as_chunks::<BLOCK_BYTES>();
-    let mut acc = [0.0f32; 8];
-    for (block, y) in blocks.iter().zip(x) {
+    let blocks = blocks.iter().map(|block| {
         let (d, qs) = parts(block);
+        (d, qs.map(|q| q as i8))
+    });
+    dot_unpacked(blocks, x)
+}
+
+/// `row · x` for `T` activation rows at once in AVX2; the same bits as [`dot_scalar`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub fn dot_group_avx2<const T: usize>(simd: V3, row: &[u8], xs: [&[Q8Block]; T]) -> [f32; T] {
+    let (blocks, _) = row.as_chunks::<BLOCK_BYTES>();
+    let blocks = blocks.iter().map(|block| {
+        let (d, qs) = parts(block);
+        (d, bytemuck::cast(*qs))
+    });
+    dot_unpacked_avx2(simd, blocks, xs)
+}
+
+/// The dot product of a weight row, given block by block as a scale and 32 signed weights, with
+/// Q8_0 activations: per block, eight lanes of four products each, weighed by the two scales;
+/// the lanes summed as llama.cpp's `hsum_float_8` does. Q8_0 and Q5_0 differ only in how a
+/// block unpacks.
+#[inline(always)]
+pub(super) fn dot_unpacked(blocks: impl Iterator<Item = (f32, [i8; QK])>, x: &[Q8Block]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    for ((d, w), y) in blocks.zip(x) {
         let scale = d * y.d;
         for (lane, (w, a)) in acc
             .iter_mut()
-            .zip(qs.chunks_exact(4).zip(y.qs.chunks_exact(4)))
+            .zip(w.chunks_exact(4).zip(y.qs.chunks_exact(4)))
         {
             let sum: i32 = w
                 .iter()
                 .zip(a)
-                .map(|(w, a)| i32::from(*w as i8) * i32::from(*a))
+                .map(|(w, a)| i32::from(*w) * i32::from(*a))
                 .sum();
             *lane = scale.mul_add(sum as f32, *lane);
         }
@@ -76,19 +100,21 @@ pub fn dot_scalar(row: &[u8], x: &[Q8Block]) -> f32 {
     hsum8(acc)
 }
 
-/// `row · x` for `T` activation rows at once in AVX2; the same bits as [`dot_scalar`].
-/// `vpmaddubsw` needs one operand unsigned: `|w|` meets `a` with `w`'s sign moved onto it.
+/// [`dot_unpacked`] for `T` activation rows at once in AVX2 (the same bits), each block's
+/// weights unpacked once for all of them. `vpmaddubsw` needs one operand unsigned: `|w|` meets
+/// `a` with `w`'s sign moved onto it.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-pub fn dot_group_avx2<const T: usize>(simd: V3, row: &[u8], xs: [&[Q8Block]; T]) -> [f32; T] {
+pub(super) fn dot_unpacked_avx2<const T: usize>(
+    simd: V3,
+    blocks: impl Iterator<Item = (f32, std::arch::x86_64::__m256i)>,
+    xs: [&[Q8Block]; T],
+) -> [f32; T] {
     use std::arch::x86_64::__m256i;
-    let (blocks, _) = row.as_chunks::<BLOCK_BYTES>();
-    let n_blocks = xs.iter().fold(blocks.len(), |n, x| n.min(x.len()));
+    let n_blocks = xs.iter().map(|x| x.len()).min().unwrap_or(0);
     let ones = simd.avx._mm256_set1_epi16(1);
     let mut acc = [simd.avx._mm256_setzero_ps(); T];
-    for (b, block) in blocks.iter().take(n_blocks).enumerate() {
-        let (d, qs) = parts(block);
-        let w: __m256i = bytemuck::cast(*qs);
+    for (b, (d, w)) in blocks.take(n_blocks).enumerate() {
         let w_abs = simd.avx2._mm256_sign_epi8(w, w);
         for (acc, x) in acc.iter_mut().zip(xs) {
             let y = &x[b];
