@@ -667,18 +667,7 @@ mod tests {
         for doc in 0..n {
             let mut v: Vec<f32> = (0..dim).map(|_| rng.f32() - 0.5).collect();
             normalise(&mut v);
-            let meta = Chunk {
-                id: format!("c{doc}"),
-                document_id: "d".into(),
-                text: String::new(),
-                source: "s".into(),
-                pages: None,
-                heading_path: Vec::new(),
-                byte_range: None,
-                content_hash: None,
-                document_hash: None,
-                metadata: Default::default(),
-            };
+            let meta = crate::conformance::chunk("d", doc, "", Vec::new()).chunk;
             vectors.set(doc as DocId, &v, meta);
             rows.push(v);
         }
