@@ -98,18 +98,22 @@ pub struct Quantized {
     sum: i32,
 }
 
+/// `v`'s 8-bit codes and their scale (see [`SegmentVectors`]).
+fn eight_bit_codes(v: &[f32]) -> (Vec<i8>, f32) {
+    let max = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    if max == 0.0 || !max.is_finite() {
+        return (vec![0; v.len()], 0.0);
+    }
+    let k = 127.0 / max;
+    (
+        v.iter().map(|x| (x * k).round() as i8).collect(),
+        max / 127.0,
+    )
+}
+
 impl Quantized {
     pub fn new(v: &[f32]) -> Self {
-        let max = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-        let (codes, scale) = if max == 0.0 || !max.is_finite() {
-            (vec![0; v.len()], 0.0)
-        } else {
-            let k = 127.0 / max;
-            (
-                v.iter().map(|x| (x * k).round() as i8).collect(),
-                max / 127.0,
-            )
-        };
+        let (codes, scale) = eight_bit_codes(v);
         let mut padded = codes.clone();
         padded.resize(v.len().div_ceil(64) * 64, 0);
         let sum = codes.iter().map(|c| i32::from(*c)).sum();
@@ -156,9 +160,9 @@ impl SegmentVectors {
             self.metas.get_mut(at),
         ) && vector.len() == row.len()
         {
-            let q = Quantized::new(vector);
-            row.copy_from_slice(&q.codes);
-            *scale = q.scale;
+            let (codes, s) = eight_bit_codes(vector);
+            row.copy_from_slice(&codes);
+            *scale = s;
             let (codes, s) = nibbles_of(vector);
             nibbles.copy_from_slice(&codes);
             *nibble_scale = s;
