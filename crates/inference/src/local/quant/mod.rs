@@ -4,22 +4,29 @@
 //! (f32 scales, 6 bits a weight instead of 4.5) and keeps beside the original: a third more bytes
 //! read per decoded token and a third more memory resident. For Q8_0 it has no batched kernel on
 //! AVX2. Here the activations are quantized to 8 bits per block (as llama.cpp does for the same
-//! weight type) and each output is a dot product over the file's own blocks:
+//! weight type) and:
 //!
-//! - in AVX2 where the CPU has it, through `pulp`'s safe intrinsics behind a run-time check (no
-//!   `unsafe` in this crate), else in plain Rust; the two give the same bits;
-//! - with llama.cpp's floating-point steps, so that greedy decoding picks the tokens llama.cpp
-//!   picks even where two logits differ in the last bits;
-//! - weight rows shared out over candle's kernel threads, in tiles of `TILE` rows run against
-//!   every activation row, `GROUP` activation rows at a time (a prompt batch reuses each
-//!   unpacked weight block four times).
+//! - one token, and batches shorter than [`tiled::MIN_ROWS`], take a dot product per output
+//!   over the file's own blocks, with llama.cpp's floating-point steps (its `ggml_vec_dot_*`),
+//!   so that greedy decoding picks the tokens llama.cpp picks even where two logits differ in
+//!   the last bits; weight rows are shared out over candle's kernel threads, in tiles of `TILE`
+//!   rows run against every activation row, `GROUP` activation rows at a time;
+//! - longer prompt batches (AVX2 only) go through [`tiled`]: eight weight rows at a time are
+//!   unpacked to bytes and interleaved in a per-thread buffer, and met by every activation row;
+//!   these results agree with the dot products to rounding, not to the bit;
+//! - AVX2 runs through `pulp`'s safe intrinsics behind a run-time check (no `unsafe` in this
+//!   crate), else plain Rust; the dot-product kernels' two versions give the same bits.
 //!
-//! [`q4k`]: Q4_K (most of a Q4_K_M file); [`q5_0`]: Q5_0 (where rows are not whole Q4_K
+//! [`q4k`]: Q4_K (most of a Q4_K_M file); [`q6k`]: Q6_K (a Llama Q4_K_M file's output matrix
+//! and half of its `attn_v` and `ffn_down`); [`q5_0`]: Q5_0 (where rows are not whole Q4_K
 //! blocks, as in Gemma 3 270M); [`q8_0`]: Q8_0.
 
 pub mod q4k;
 pub mod q5_0;
+pub mod q6k;
 pub mod q8_0;
+#[cfg(target_arch = "x86_64")]
+pub mod tiled;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -39,12 +46,34 @@ pub trait Kernel {
     const BLOCK: usize;
     /// Bytes per block.
     const BLOCK_BYTES: usize;
+    /// Weights per run that shares one scale (and min), as [`Self::unpack`] gives them: 16
+    /// or 32.
+    const SUB: usize;
+    /// Whether [`Self::unpack`] gives signed values and no mins (else unsigned values and a
+    /// min per run).
+    const SIGNED: bool;
+    /// How many `vpmaddubsw` results of [`Self::unpack`]'s values (against activations within
+    /// ±127) sum within 16 bits: `ADD16 · 2 · max|q| · 127 < 2¹⁵`.
+    const ADD16: usize;
     /// Quantizes one activation row (a multiple of [`Self::BLOCK`] long).
     fn quantize(x: &[f32]) -> Self::Act;
     /// `row · x` in plain Rust.
     fn dot(row: &[u8], x: &Self::Act) -> f32;
     /// Appends the weights of `row` (whole blocks) to `out`, bit for bit as candle reads them.
     fn dequantize(row: &[u8], out: &mut Vec<f32>);
+    /// One block (`BLOCK_BYTES` long) as `BLOCK` values `q` (the bits of an `i8` where
+    /// [`Self::SIGNED`], else unsigned), and per run of [`Self::SUB`] its scale and min (left
+    /// alone where signed): weight `i` is `scale · q[i] − min`.
+    fn unpack(block: &[u8], q: &mut [u8], scales: &mut [f32], mins: &mut [f32]);
+    /// Whether each 16 weights carry an 8-bit integer scale under one float scale per block,
+    /// with a fixed offset (Q6_K: `d · scale · (q − 32)`); such types implement
+    /// [`Self::unpack_sub16`].
+    const SUB16: bool = false;
+    /// For [`Self::SUB16`] types: one block as unsigned values `q` and its integer scales
+    /// (`BLOCK / 16`), returning the float scale and the offset. `None` for other types.
+    fn unpack_sub16(_block: &[u8], _q: &mut [u8], _subs: &mut [i8]) -> Option<(f32, u8)> {
+        None
+    }
     /// `row · x` for `T` activation rows, in AVX2; the same bits as [`Self::dot`].
     #[cfg(target_arch = "x86_64")]
     fn dot_simd<const T: usize>(simd: V3, row: &[u8], xs: [&Self::Act; T]) -> [f32; T];
@@ -58,6 +87,19 @@ pub fn fits<K: Kernel>(k: usize) -> bool {
 /// `x · wᵀ`: `x` is `m` rows of `k` activations, `w` is `n` rows of `k` weights in `K`'s blocks
 /// (`k` a multiple of `K::BLOCK`); returns `m` rows of `n`.
 pub fn matmul<K: Kernel>(w: &[u8], n: usize, k: usize, x: &[f32], m: usize) -> Vec<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if m >= tiled::MIN_ROWS
+        && tiled::fits::<K>()
+        && let Some(simd) = V3::try_new()
+    {
+        return tiled::matmul::<K>(simd, w, n, k, x, m);
+    }
+    dot_matmul::<K>(w, n, k, x, m)
+}
+
+/// [`matmul`] through the dot-product kernels whatever `m` is (llama.cpp's floating-point
+/// steps for every output).
+pub fn dot_matmul<K: Kernel>(w: &[u8], n: usize, k: usize, x: &[f32], m: usize) -> Vec<f32> {
     let row_bytes = k / K::BLOCK * K::BLOCK_BYTES;
     let xq: Vec<K::Act> = x.chunks_exact(k).take(m).map(K::quantize).collect();
     // Each output is written once, by the thread that owns its weight row.

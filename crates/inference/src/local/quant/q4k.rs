@@ -19,9 +19,9 @@ pub const Q4K_BYTES: usize = 144;
 /// most 32 × 127 in magnitude).
 #[derive(Debug, Clone)]
 pub struct Q8Block {
-    d: f32,
-    qs: [i8; QK],
-    sums: [i16; 8],
+    pub(super) d: f32,
+    pub(super) qs: [i8; QK],
+    pub(super) sums: [i16; 8],
 }
 
 /// Quantizes `x` (a multiple of 256 long) to one [`Q8Block`] per 256 values, as llama.cpp does
@@ -284,6 +284,10 @@ impl Kernel for Q4K {
     type Act = Vec<Q8Block>;
     const BLOCK: usize = QK;
     const BLOCK_BYTES: usize = Q4K_BYTES;
+    const SUB: usize = 32;
+    const SIGNED: bool = false;
+    // Values 0..16: 8 · 2 · 15 · 127 < 2¹⁵.
+    const ADD16: usize = 8;
 
     fn quantize(x: &[f32]) -> Vec<Q8Block> {
         quantize(x)
@@ -295,6 +299,25 @@ impl Kernel for Q4K {
 
     fn dequantize(row: &[u8], out: &mut Vec<f32>) {
         dequantize(row, out)
+    }
+
+    fn unpack(block: &[u8], q: &mut [u8], scales: &mut [f32], mins: &mut [f32]) {
+        let Ok(block) = <&[u8; Q4K_BYTES]>::try_from(block) else {
+            return;
+        };
+        let (d, dmin, packed, qs) = parts(block);
+        let (sc, mn) = scales_mins(packed);
+        for (q, bytes) in q.chunks_exact_mut(64).zip(qs.chunks_exact(32)) {
+            let (lo, hi) = q.split_at_mut(32);
+            for ((lo, hi), b) in lo.iter_mut().zip(hi).zip(bytes) {
+                *lo = b & 0x0f;
+                *hi = b >> 4;
+            }
+        }
+        for ((scale, min), (s, m)) in scales.iter_mut().zip(mins).zip(sc.iter().zip(mn)) {
+            *scale = d * f32::from(*s);
+            *min = dmin * f32::from(m);
+        }
     }
 
     #[cfg(target_arch = "x86_64")]

@@ -120,6 +120,10 @@ impl Kernel for Q5_0 {
     type Act = Vec<Q8Block>;
     const BLOCK: usize = QK;
     const BLOCK_BYTES: usize = BLOCK_BYTES;
+    const SUB: usize = QK;
+    const SIGNED: bool = false;
+    // Values 0..32: 4 · 2 · 31 · 127 < 2¹⁵.
+    const ADD16: usize = 4;
 
     fn quantize(x: &[f32]) -> Vec<Q8Block> {
         quantize(x)
@@ -131,6 +135,20 @@ impl Kernel for Q5_0 {
 
     fn dequantize(row: &[u8], out: &mut Vec<f32>) {
         dequantize(row, out)
+    }
+
+    fn unpack(block: &[u8], q: &mut [u8], scales: &mut [f32], mins: &mut [f32]) {
+        let Ok(block) = <&[u8; BLOCK_BYTES]>::try_from(block) else {
+            return;
+        };
+        let (d, qh, qs) = parts(block);
+        for (q, v) in q.iter_mut().zip(unpack(qh, qs)) {
+            *q = (v + 16) as u8;
+        }
+        if let (Some(scale), Some(min)) = (scales.first_mut(), mins.first_mut()) {
+            *scale = d;
+            *min = 16.0 * d;
+        }
     }
 
     #[cfg(target_arch = "x86_64")]

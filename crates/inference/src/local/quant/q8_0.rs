@@ -151,6 +151,10 @@ impl Kernel for Q8_0 {
     type Act = Vec<Q8Block>;
     const BLOCK: usize = QK;
     const BLOCK_BYTES: usize = BLOCK_BYTES;
+    const SUB: usize = QK;
+    const SIGNED: bool = true;
+    // 2 · 128 · 127 < 2¹⁵ once; two would overflow.
+    const ADD16: usize = 1;
 
     fn quantize(x: &[f32]) -> Vec<Q8Block> {
         quantize(x)
@@ -162,6 +166,17 @@ impl Kernel for Q8_0 {
 
     fn dequantize(row: &[u8], out: &mut Vec<f32>) {
         dequantize(row, out)
+    }
+
+    fn unpack(block: &[u8], q: &mut [u8], scales: &mut [f32], _: &mut [f32]) {
+        let Ok(block) = <&[u8; BLOCK_BYTES]>::try_from(block) else {
+            return;
+        };
+        let (d, qs) = parts(block);
+        q.copy_from_slice(qs);
+        if let Some(scale) = scales.first_mut() {
+            *scale = d;
+        }
     }
 
     #[cfg(target_arch = "x86_64")]
