@@ -12,7 +12,7 @@
 //! - a prompt is processed in batches of up to `n_batch` tokens, one matmul per weight per batch;
 //! - attention over grouped KV heads reads the cache without copying it per query head.
 //!
-//! Q4_K, Q5_0 and Q8_0 linear layers run through our own kernels over the file's blocks
+//! Q4_K, Q5_0, Q6_K and Q8_0 linear layers run through our own kernels over the file's blocks
 //! ([`super::quant`]); other types through candle's quantized matmul kernels (`QMatMul`), which
 //! pick their SIMD code at compile time (hence the x86-64-v3 default in `.cargo/config.toml`).
 
@@ -23,7 +23,7 @@ use candle_core::{D, DType, Device, Module, Tensor};
 
 use super::gguf::{GgufFile, ModelFileError, brief};
 use super::pages::WeightBytes;
-use super::quant::{self, q4k::Q4K, q5_0::Q5_0, q8_0::Q8_0};
+use super::quant::{self, q4k::Q4K, q5_0::Q5_0, q6k::Q6K, q8_0::Q8_0};
 
 /// The architectures this engine runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,6 +265,7 @@ fn dense(t: QTensor) -> candle_core::Result<Tensor> {
 enum OwnType {
     Q4K,
     Q5_0,
+    Q6K,
     Q8_0,
 }
 
@@ -282,7 +283,7 @@ struct Blocks {
 }
 
 impl Blocks {
-    /// Tensor `name` (`n × k`) if it is of a type [`quant`] multiplies (Q4_K, Q5_0, Q8_0) in
+    /// Tensor `name` (`n × k`) if it is of a type [`quant`] multiplies (Q4_K, Q5_0, Q6_K, Q8_0) in
     /// whole blocks, else `None`.
     fn read_if_ours(
         file: &mut GgufFile,
@@ -293,6 +294,7 @@ impl Blocks {
         let dtype = match file.tensor_dtype(name) {
             Some(GgmlDType::Q4K) if quant::fits::<Q4K>(k) => OwnType::Q4K,
             Some(GgmlDType::Q5_0) if quant::fits::<Q5_0>(k) => OwnType::Q5_0,
+            Some(GgmlDType::Q6K) if quant::fits::<Q6K>(k) => OwnType::Q6K,
             Some(GgmlDType::Q8_0) if quant::fits::<Q8_0>(k) => OwnType::Q8_0,
             _ => return Ok(None),
         };
@@ -311,6 +313,7 @@ impl Blocks {
         let out = match self.dtype {
             OwnType::Q4K => quant::matmul::<Q4K>(w, n, k, &xs, m),
             OwnType::Q5_0 => quant::matmul::<Q5_0>(w, n, k, &xs, m),
+            OwnType::Q6K => quant::matmul::<Q6K>(w, n, k, &xs, m),
             OwnType::Q8_0 => quant::matmul::<Q8_0>(w, n, k, &xs, m),
         };
         Tensor::from_vec(out, (m, n), &Device::Cpu)
@@ -321,6 +324,7 @@ impl Blocks {
         match self.dtype {
             OwnType::Q4K => self.rows_of::<Q4K>(ids),
             OwnType::Q5_0 => self.rows_of::<Q5_0>(ids),
+            OwnType::Q6K => self.rows_of::<Q6K>(ids),
             OwnType::Q8_0 => self.rows_of::<Q8_0>(ids),
         }
     }
@@ -344,13 +348,13 @@ const DENSE_MIN_ROWS: usize = 32;
 
 /// A weight matrix.
 ///
-/// Q4_K (most of a Q4_K_M file), Q5_0 and Q8_0 run through [`quant`] on the blocks as loaded,
-/// for one token and for prompt batches alike. Other types, one token at a time, run candle's
-/// quantized kernels (memory-bound, where quantization pays). For a prompt batch, types without
-/// candle's tiled x86 kernels (Q6_K has them) are dequantized to f32 for the call and multiplied
-/// with the f32 GEMM: the batch reuses each weight many times, so compute dominates, and the
-/// dot-product kernels re-read every weight block once per row. The f32 copy lives only for
-/// the call.
+/// Q4_K, Q5_0, Q6_K and Q8_0 (all of a Q4_K_M or Q8_0 file) run through [`quant`] on the
+/// blocks as loaded, for one token and for prompt batches alike. Other types, one token at a
+/// time, run candle's quantized kernels (memory-bound, where quantization pays). For a prompt
+/// batch, types without candle's tiled x86 kernels (Q4_K has them) are dequantized to f32 for
+/// the call and multiplied with the f32 GEMM: the batch reuses each weight many times, so
+/// compute dominates, and the dot-product kernels re-read every weight block once per row. The
+/// f32 copy lives only for the call.
 #[derive(Debug)]
 enum Linear {
     Ours(Blocks),
