@@ -22,6 +22,8 @@ pub struct Q8Block {
     pub(super) d: f32,
     pub(super) qs: [i8; QK],
     pub(super) sums: [i16; 8],
+    /// The sums of each 16 (llama.cpp's `bsums`, for Q6_K's offset).
+    pub(super) bsums: [i16; 16],
 }
 
 /// Quantizes `x` (a multiple of 256 long) to one [`Q8Block`] per 256 values, as llama.cpp does
@@ -35,6 +37,7 @@ pub fn quantize(x: &[f32]) -> Vec<Q8Block> {
                 d: 0.0,
                 qs: [0; QK],
                 sums: [0; 8],
+                bsums: [0; 16],
             };
             let (mut amax, mut max) = (0.0f32, 0.0f32);
             for v in block {
@@ -51,6 +54,9 @@ pub fn quantize(x: &[f32]) -> Vec<Q8Block> {
                 q.d = 1.0 / iscale;
             }
             for (sum, part) in q.sums.iter_mut().zip(q.qs.chunks_exact(32)) {
+                *sum = part.iter().map(|v| i16::from(*v)).sum();
+            }
+            for (sum, part) in q.bsums.iter_mut().zip(q.qs.chunks_exact(16)) {
                 *sum = part.iter().map(|v| i16::from(*v)).sum();
             }
             q

@@ -9,9 +9,12 @@
 //! tensor) and half of `attn_v` and `ffn_down` in Q6_K.
 //!
 //! The dot product follows llama.cpp's `ggml_vec_dot_q6_K_q8_K` (AVX2): the unsigned 6-bit
-//! values meet the activations in `vpmaddubsw`, `32 · a` is taken off the pairs, the pairs are
-//! weighed by their scales into eight 32-bit lanes (exact), and each block adds its lanes into
-//! eight float lanes (`d · y.d`, fused), summed pairwise at the end.
+//! values meet the activations in `vpmaddubsw`, the pairs are weighed by their scales into eight
+//! 32-bit lanes (exact); the offset comes off at the end of the block, lane `l` taking
+//! `32 · Σ scale · Σa` of the 16-weight runs `2l` and `2l + 1`; then each block adds its lanes
+//! into eight float lanes (`d · y.d`, fused), summed pairwise at the end. Which lane the offset
+//! comes off decides the rounding, and so whether greedy decoding picks llama.cpp's tokens
+//! (Gemma 3's "the most visited city", not "the most populous").
 
 use super::Kernel;
 #[cfg(target_arch = "x86_64")]
@@ -57,7 +60,8 @@ fn hsum8(a: [f32; 8]) -> f32 {
 }
 
 /// `row · x` in plain Rust, with the same float steps as the AVX2 kernel: lane `l` of a block
-/// holds the scaled products of bytes `4l..4l + 4` of each of its eight 32-weight runs.
+/// holds the scaled products of bytes `4l..4l + 4` of each of its eight 32-weight runs, less
+/// the offset of 16-weight runs `2l` and `2l + 1`.
 pub fn dot_scalar(row: &[u8], x: &[Q8Block]) -> f32 {
     let (blocks, _) = row.as_chunks::<Q6K_BYTES>();
     let mut acc = [0.0f32; 8];
@@ -70,11 +74,17 @@ pub fn dot_scalar(row: &[u8], x: &[Q8Block]) -> f32 {
                 for (lane, sum) in lanes.iter_mut().enumerate() {
                     let scale = i32::from(scales[8 * h + 2 * k + lane / 4] as i8);
                     let part: i32 = (4 * lane..4 * lane + 4)
-                        .map(|b| (i32::from(value(ql, qh, h, k, b)) - 32) * i32::from(ys[b]))
+                        .map(|b| i32::from(value(ql, qh, h, k, b)) * i32::from(ys[b]))
                         .sum();
                     *sum += scale * part;
                 }
             }
+        }
+        for (lane, sum) in lanes.iter_mut().enumerate() {
+            let offset: i32 = (2 * lane..2 * lane + 2)
+                .map(|s| i32::from(scales[s] as i8) * i32::from(y.bsums[s]))
+                .sum();
+            *sum -= 32 * offset;
         }
         let scale = y.d * d;
         for (acc, lane) in acc.iter_mut().zip(lanes) {
@@ -94,7 +104,6 @@ pub fn dot_group_avx2<const T: usize>(simd: V3, row: &[u8], xs: [&[Q8Block]; T])
     let n_blocks = xs.iter().fold(blocks.len(), |n, x| n.min(x.len()));
     let low = simd.avx._mm256_set1_epi8(0x0f);
     let two_bits = simd.avx._mm256_set1_epi8(3);
-    let thirty_two = simd.avx._mm256_set1_epi8(32);
     let mut acc = [simd.avx._mm256_setzero_ps(); T];
     for (b, block) in blocks.iter().take(n_blocks).enumerate() {
         let ys: [&Q8Block; T] = std::array::from_fn(|t| &xs[t][b]);
@@ -135,15 +144,21 @@ pub fn dot_group_avx2<const T: usize>(simd: V3, row: &[u8], xs: [&[Q8Block]; T])
                 for (sum, y) in sums.iter_mut().zip(ys) {
                     let (y_qs, _) = y.qs.as_chunks::<32>();
                     let a: __m256i = bytemuck::cast(y_qs[4 * h + k]);
-                    let pairs = simd.avx2._mm256_sub_epi16(
-                        simd.avx2._mm256_maddubs_epi16(q, a),
-                        simd.avx2._mm256_maddubs_epi16(thirty_two, a),
-                    );
+                    let pairs = simd.avx2._mm256_maddubs_epi16(q, a);
                     *sum = simd
                         .avx2
                         ._mm256_add_epi32(*sum, simd.avx2._mm256_madd_epi16(scale, pairs));
                 }
             }
+        }
+        let scales16 = simd.avx2._mm256_cvtepi8_epi16(scales);
+        for (sum, y) in sums.iter_mut().zip(ys) {
+            let offset = simd
+                .avx2
+                ._mm256_madd_epi16(bytemuck::cast(y.bsums), scales16);
+            *sum = simd
+                .avx2
+                ._mm256_sub_epi32(*sum, simd.avx2._mm256_slli_epi32::<5>(offset));
         }
         for ((acc, sum), y) in acc.iter_mut().zip(sums).zip(ys) {
             *acc = simd.fma._mm256_fmadd_ps(
@@ -318,7 +333,7 @@ mod tests {
     }
 
     /// Extreme blocks: every 6-bit value at 0 and at 63, scales at ±127/-128, activations at
-    /// ±127: the 16-bit pairs stay within range (2 · 63 · 127 + 32 · 254 < 2¹⁵).
+    /// ±127: the 16-bit pairs stay within range (2 · 63 · 127 < 2¹⁵) and the offset is exact.
     #[test]
     fn extreme_blocks_do_not_saturate() {
         for (fill, scale, act) in [(0u8, -128i8, 127i8), (0xff, 127, -127), (0xff, -128, 127)] {
@@ -329,6 +344,7 @@ mod tests {
                 d: 1.0,
                 qs: [act; QK],
                 sums: [0; 8],
+                bsums: [16 * i16::from(act); 16],
             }];
             let mut deq = Vec::new();
             dequantize(&block, &mut deq);
