@@ -269,8 +269,10 @@ fn a_long_prompt_batch_agrees_with_the_token_by_token_steps() {
 /// Q4_K weights run through our own kernels (`local::kquant`), one token at a time and in
 /// prompt batches (groups of four activation rows, and the rows left over). A model with rows of
 /// 256 (a Q4_K block) and the Q4_K_M mix: the logits stay close to the f32 reference, and a
-/// 23-token batch agrees with the same tokens run one by one (closely, not exactly: the Q6_K
-/// layers run candle's tiled kernels for a batch, which round the activations differently).
+/// 23-token batch agrees with the same tokens run one by one (closely, not exactly: a batch of
+/// 16 or more runs the tiled kernels, which quantize the activations per 32 values, where one
+/// token's Q4_K and Q6_K kernels quantize them per 256 as llama.cpp does; a batching mistake,
+/// such as rows or positions mixed up, would show as a cosine far lower).
 #[test]
 fn q4_k_m_gguf_stays_close_to_the_reference_in_batches_and_steps() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -307,6 +309,6 @@ fn q4_k_m_gguf_stays_close_to_the_reference_in_batches_and_steps() {
         let row = all.get(i).expect("row");
         let (cos, diff) = (cosine(&row, &logits), max_abs_diff(&row, &logits));
         eprintln!("position {i}: cosine {cos}, max abs diff {diff}");
-        assert!(cos > 0.9999, "position {i}: batch and step: cosine {cos}");
+        assert!(cos > 0.999, "position {i}: batch and step: cosine {cos}");
     }
 }
