@@ -173,3 +173,46 @@ fn test_weights(
         .expect("dequantize");
     (bytes, dense)
 }
+
+/// `K`'s dot products on three random rows of `k` weights and four activation rows: within 1e-3
+/// of the f64 product of the dequantized weights with the dequantized activations
+/// (`act_values`), and in AVX2, one activation row or four at a time, the plain kernel's bits.
+#[cfg(test)]
+fn check_dot_products<K: Kernel>(
+    dtype: candle_core::quantized::GgmlDType,
+    k: usize,
+    act_values: impl Fn(&K::Act) -> Vec<f64>,
+) {
+    let (bytes, dense) = test_weights(dtype, 3, k, 1);
+    let mut rng = fastrand::Rng::with_seed(2);
+    let xs: Vec<K::Act> = (0..4)
+        .map(|_| K::quantize(&(0..k).map(|_| rng.f32() * 4.0 - 2.0).collect::<Vec<_>>()))
+        .collect();
+    let row_bytes = k / K::BLOCK * K::BLOCK_BYTES;
+    for (r, row) in bytes.chunks_exact(row_bytes).enumerate() {
+        for x in &xs {
+            let exact: f64 = dense[r * k..(r + 1) * k]
+                .iter()
+                .zip(act_values(x))
+                .map(|(w, x)| f64::from(*w) * x)
+                .sum();
+            let scalar = K::dot(row, x);
+            assert!(
+                (f64::from(scalar) - exact).abs() < 1e-3,
+                "{dtype:?} row {r}: {scalar} vs {exact}"
+            );
+            #[cfg(target_arch = "x86_64")]
+            if let Some(simd) = V3::try_new() {
+                let [one] = simd.vectorize(|| K::dot_simd(simd, row, [x]));
+                assert_eq!(one.to_bits(), scalar.to_bits(), "{dtype:?} row {r}");
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(simd) = V3::try_new() {
+            let four = simd.vectorize(|| K::dot_simd(simd, row, [&xs[0], &xs[1], &xs[2], &xs[3]]));
+            for (x, got) in xs.iter().zip(four) {
+                assert_eq!(got.to_bits(), K::dot(row, x).to_bits(), "{dtype:?} row {r}");
+            }
+        }
+    }
+}

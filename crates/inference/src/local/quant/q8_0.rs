@@ -216,38 +216,11 @@ mod tests {
 
     #[test]
     fn dot_products_equal_the_dequantized_ones_and_agree_to_the_bit() {
-        let k = 1024;
-        let (bytes, dense) = weights(3, k, 1);
-        let mut rng = fastrand::Rng::with_seed(2);
-        let xs: Vec<Vec<Q8Block>> = (0..4)
-            .map(|_| quantize(&(0..k).map(|_| rng.f32() * 4.0 - 2.0).collect::<Vec<_>>()))
-            .collect();
-        let row_bytes = k / QK * BLOCK_BYTES;
-        for r in 0..3 {
-            let row = &bytes[r * row_bytes..(r + 1) * row_bytes];
-            for x in &xs {
-                let x_deq = x
-                    .iter()
-                    .flat_map(|b| b.qs.iter().map(move |q| f64::from(*q) * f64::from(b.d)));
-                let exact: f64 = dense[r * k..(r + 1) * k]
-                    .iter()
-                    .zip(x_deq)
-                    .map(|(w, x)| f64::from(*w) * x)
-                    .sum();
-                let scalar = dot_scalar(row, x);
-                assert!(
-                    (f64::from(scalar) - exact).abs() < 1e-3,
-                    "{scalar} vs {exact}"
-                );
-            }
-            #[cfg(target_arch = "x86_64")]
-            if let Some(simd) = V3::try_new() {
-                let grouped = dot_group_avx2(simd, row, [&xs[0][..], &xs[1], &xs[2], &xs[3]]);
-                for (x, got) in xs.iter().zip(grouped) {
-                    assert_eq!(got.to_bits(), dot_scalar(row, x).to_bits());
-                }
-            }
-        }
+        super::super::check_dot_products::<Q8_0>(GgmlDType::Q8_0, 1024, |x| {
+            x.iter()
+                .flat_map(|b| b.qs.iter().map(move |q| f64::from(*q) * f64::from(b.d)))
+                .collect()
+        });
     }
 
     #[test]
