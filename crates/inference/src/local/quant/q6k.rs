@@ -20,6 +20,7 @@ use super::Kernel;
 #[cfg(target_arch = "x86_64")]
 use super::V3;
 use super::q4k::{Q8Block, quantize};
+use super::q8_0::hsum8;
 
 /// Weights per block.
 pub const QK: usize = 256;
@@ -51,12 +52,6 @@ fn value(ql: &[u8; 128], qh: &[u8; 64], h: usize, k: usize, b: usize) -> u8 {
     let low = if k < 2 { low & 0x0f } else { low >> 4 };
     let high = (qh[32 * h + b] >> (2 * k)) & 3;
     low | high << 4
-}
-
-/// The sum of eight float lanes in llama.cpp's order (`hsum_float_8`).
-#[inline(always)]
-fn hsum8(a: [f32; 8]) -> f32 {
-    ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
 }
 
 /// `row · x` in plain Rust, with the same float steps as the AVX2 kernel: lane `l` of a block

@@ -50,7 +50,7 @@ fn parts(block: &[u8; BLOCK_BYTES]) -> (f32, &[u8; QK]) {
 
 /// The sum of eight float lanes in llama.cpp's order (`hsum_float_8`).
 #[inline(always)]
-fn hsum8(a: [f32; 8]) -> f32 {
+pub(super) fn hsum8(a: [f32; 8]) -> f32 {
     ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
 }
 
