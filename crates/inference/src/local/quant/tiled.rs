@@ -101,14 +101,8 @@ impl Tile {
             return self.pack_sub16::<K>(rows, k);
         }
         let runs = k / K::SUB;
-        self.quads.clear();
-        self.quads.resize(k / 4, bytemuck::Zeroable::zeroed());
-        self.scales.clear();
-        self.scales.resize(runs, [0.0; ROWS]);
-        self.mins.clear();
+        self.reset(k, runs);
         self.mins.resize(runs, [0.0; ROWS]);
-        self.row.resize(k, 0);
-        self.row_scales.resize(runs, 0.0);
         self.row_mins.resize(runs, 0.0);
         let per_block = K::BLOCK / K::SUB;
         for (r, bytes) in rows.iter().enumerate().take(ROWS) {
@@ -119,18 +113,11 @@ impl Tile {
             for (((block, q), s), m) in blocks.zip(values).zip(scales).zip(mins) {
                 K::unpack(block, q, s, m);
             }
-            for (quad, values) in self.quads.iter_mut().zip(self.row.chunks_exact(4)) {
-                bytemuck::cast_mut::<Quad, [u8; 32]>(quad)[4 * r..4 * r + 4]
-                    .copy_from_slice(values);
-            }
-            for (s, v) in self.scales.iter_mut().zip(&self.row_scales) {
-                s[r] = *v;
-            }
+            self.place_row(r);
             for (s, v) in self.mins.iter_mut().zip(&self.row_mins) {
                 s[r] = *v;
             }
         }
-        self.abs.clear();
         if K::SIGNED {
             let abs = |q: &Quad| {
                 let bytes: [u8; 32] = bytemuck::cast(*q);
@@ -140,21 +127,36 @@ impl Tile {
         }
     }
 
-    /// [`Self::pack`] for types with 16-weight integer scales, in runs of 32.
-    fn pack_sub16<K: Kernel>(&mut self, rows: &[&[u8]], k: usize) {
-        let runs = k / 32;
+    /// Empties the tile for `k` weights a row in `runs` runs, and sizes the one-row buffers.
+    fn reset(&mut self, k: usize, runs: usize) {
         self.quads.clear();
         self.quads.resize(k / 4, bytemuck::Zeroable::zeroed());
         self.scales.clear();
         self.scales.resize(runs, [0.0; ROWS]);
         self.mins.clear();
         self.abs.clear();
+        self.row.resize(k, 0);
+        self.row_scales.resize(runs, 0.0);
+    }
+
+    /// Interleaves the unpacked row (`row`, `row_scales`) as row `r` of the tile.
+    fn place_row(&mut self, r: usize) {
+        for (quad, values) in self.quads.iter_mut().zip(self.row.chunks_exact(4)) {
+            bytemuck::cast_mut::<Quad, [u8; 32]>(quad)[4 * r..4 * r + 4].copy_from_slice(values);
+        }
+        for (s, v) in self.scales.iter_mut().zip(&self.row_scales) {
+            s[r] = *v;
+        }
+    }
+
+    /// [`Self::pack`] for types with 16-weight integer scales, in runs of 32.
+    fn pack_sub16<K: Kernel>(&mut self, rows: &[&[u8]], k: usize) {
+        let runs = k / 32;
+        self.reset(k, runs);
         let zero: [i16; 16] = [0; 16];
         let mut first = vec![zero; runs];
         let mut second = vec![zero; runs];
         let mut offset = vec![zero; runs];
-        self.row.resize(k, 0);
-        self.row_scales.resize(runs, 0.0);
         self.row_subs.resize(k / 16, 0);
         let mut offsets = [0u8; ROWS];
         for (r, bytes) in rows.iter().enumerate().take(ROWS) {
@@ -168,13 +170,7 @@ impl Tile {
                     offsets[r] = off;
                 }
             }
-            for (quad, values) in self.quads.iter_mut().zip(self.row.chunks_exact(4)) {
-                bytemuck::cast_mut::<Quad, [u8; 32]>(quad)[4 * r..4 * r + 4]
-                    .copy_from_slice(values);
-            }
-            for (s, v) in self.scales.iter_mut().zip(&self.row_scales) {
-                s[r] = *v;
-            }
+            self.place_row(r);
             let pairs = self.row_subs.chunks_exact(2);
             for (run, pair) in pairs.enumerate() {
                 let (a, b) = (i16::from(pair[0]), i16::from(pair[1]));
