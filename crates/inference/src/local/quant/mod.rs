@@ -216,3 +216,32 @@ fn check_dot_products<K: Kernel>(
         }
     }
 }
+
+/// [`matmul`] of `m` random activation rows by a random `n × k` matrix of `K`'s type (random
+/// from `seed`): every output within 0.05 of the f32 product with the dequantized weights.
+#[cfg(test)]
+fn check_matmul<K: Kernel>(
+    dtype: candle_core::quantized::GgmlDType,
+    (n, k, m): (usize, usize, usize),
+    seed: u64,
+) {
+    let (bytes, dense) = test_weights(dtype, n, k, seed);
+    let mut rng = fastrand::Rng::with_seed(seed + 1);
+    let x: Vec<f32> = (0..m * k).map(|_| rng.f32() - 0.5).collect();
+    let ours = matmul::<K>(&bytes, n, k, &x, m);
+    assert_eq!(ours.len(), m * n);
+    for t in 0..m {
+        for r in 0..n {
+            let exact: f32 = dense[r * k..(r + 1) * k]
+                .iter()
+                .zip(&x[t * k..(t + 1) * k])
+                .map(|(w, x)| w * x)
+                .sum();
+            let got = ours[t * n + r];
+            assert!(
+                (got - exact).abs() < 0.05,
+                "{dtype:?} [{t}, {r}]: {got} vs {exact}"
+            );
+        }
+    }
+}
