@@ -12,19 +12,22 @@
 //! - `sentence_bert_config.json`: `max_seq_length`, the truncation length (256 word pieces for
 //!   all-MiniLM-L6-v2, special tokens included).
 //!
-//! Inputs are sorted by length and run in batches of [`LocalEmbedderOptions::batch_size`], each
-//! padded to its longest member, so that short texts do not pay for long ones.
+//! Inputs run in batches of [`LocalEmbedderOptions::batch_size`] without padding: a batch's
+//! tokens are stacked into one matrix for the linear layers, and attention runs per sequence, so
+//! a short text never pays for a long one beside it. The encoder is our own code
+//! (`model.rs`, with the matrix products of `sgemm.rs`); candle only reads the safetensors file.
 //!
 //! # Threads
 //!
-//! candle's CPU matrix multiplications run on rayon's global thread pool, one thread per core by
-//! default. Set `RAYON_NUM_THREADS` in the environment (read once, at first use) to change it, or
-//! configure the global pool with `rayon::ThreadPoolBuilder::build_global` before the first
-//! embedding. The async [`Embedder::embed`] runs the computation in `tokio::task::spawn_blocking`,
-//! so it never blocks the async workers.
+//! Every step runs on candle's kernel threads (the calling thread and `n - 1` workers), `n`
+//! being `CANDLE_NUM_THREADS`, else `RAYON_NUM_THREADS`, else the number of physical cores, read
+//! once at first use. The async [`Embedder::embed`] runs the computation in
+//! `tokio::task::spawn_blocking`, so it never blocks the async workers.
 
 mod config;
+mod math;
 mod model;
+mod sgemm;
 mod tokenizer;
 
 #[cfg(test)]
@@ -41,7 +44,7 @@ pub use config::Pooling;
 pub use tokenizer::{Encoding, WordPieceTokenizer};
 
 use config::{BertConfig, Pipeline};
-use model::BertModel;
+use model::{BertModel, Sequence};
 
 /// The provider name put on errors this module reports through [`EmbedError`].
 const PROVIDER: &str = "local-bert";
@@ -104,7 +107,8 @@ impl From<BertError> for EmbedError {
 #[derive(Debug, Clone)]
 pub struct LocalEmbedderOptions {
     /// Inputs per forward pass (default 32). Larger batches are faster per text up to a point,
-    /// and use memory in proportion to `batch_size × longest input²` in attention.
+    /// and use memory in proportion to the batch's tokens (about 21 KiB per token for
+    /// all-MiniLM-L6-v2).
     pub batch_size: usize,
     /// Truncation length in tokens, special tokens included. Default: `sentence_bert_config.json`'s
     /// `max_seq_length`, else `tokenizer.json`'s truncation, else the model's position limit.
@@ -271,75 +275,26 @@ impl Inner {
             encodings.push(encoding);
         }
 
-        // Longest first, so each batch pads to little more than its own members.
-        let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].ids.len()));
-
-        let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
-        for chunk in batches(&order, |i| encodings[i].ids.len(), self.options.batch_size) {
-            let seq_len = chunk
+        let mut out = Vec::with_capacity(texts.len());
+        for chunk in encodings.chunks(self.options.batch_size) {
+            let sequences: Vec<Sequence<'_>> = chunk
                 .iter()
-                .map(|&i| encodings[i].ids.len())
-                .max()
-                .unwrap_or(0);
-            let mut ids = vec![0u32; chunk.len() * seq_len];
-            let mut type_ids = vec![0u32; chunk.len() * seq_len];
-            let mut lengths = Vec::with_capacity(chunk.len());
-            for (row, &i) in chunk.iter().enumerate() {
-                let e = &encodings[i];
-                let start = row * seq_len;
-                ids[start..start + e.ids.len()].copy_from_slice(&e.ids);
-                type_ids[start..start + e.type_ids.len()].copy_from_slice(&e.type_ids);
-                lengths.push(e.ids.len());
-            }
+                .map(|e| Sequence {
+                    ids: &e.ids,
+                    type_ids: &e.type_ids,
+                })
+                .collect();
             let vectors = self
                 .model
-                .embed(
-                    &ids,
-                    &type_ids,
-                    &lengths,
-                    seq_len,
-                    self.pipeline.pooling,
-                    self.pipeline.normalize,
-                )
-                .map_err(|e| BertError::Compute {
+                .embed(&sequences, self.pipeline.pooling, self.pipeline.normalize)
+                .map_err(|message| BertError::Compute {
                     dir: self.dir.clone(),
-                    message: e.to_string(),
+                    message,
                 })?;
-            for (&i, vector) in chunk.iter().zip(vectors) {
-                out[i] = vector;
-            }
+            out.extend(vectors);
         }
         Ok(out)
     }
-}
-
-/// Padding tokens below which a batch is never split for padding's sake.
-const MIN_WASTE: usize = 64;
-
-/// Cuts `order` (sorted longest first) into batches of at most `batch_size`, also starting a new
-/// batch where padding to the batch's first (longest) member would make more than a quarter of
-/// the batch's tokens padding (and over `MIN_WASTE` tokens): on a CPU, padding is work for nothing.
-fn batches(order: &[usize], len: impl Fn(usize) -> usize, batch_size: usize) -> Vec<&[usize]> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut real = 0;
-    for (pos, &i) in order.iter().enumerate() {
-        let n = pos - start;
-        let padded = order.get(start).map_or(0, |&first| len(first)) * (n + 1);
-        let real_with = real + len(i);
-        let wasteful = 3 * padded > 4 * real_with && padded.saturating_sub(real_with) > MIN_WASTE;
-        if n > 0 && (n == batch_size || wasteful) {
-            out.push(&order[start..pos]);
-            start = pos;
-            real = 0;
-        }
-        real += len(i);
-    }
-    if start < order.len() {
-        out.push(&order[start..]);
-    }
-    out
 }
 
 /// Counts with the embedder's own WordPiece tokenizer.

@@ -1,52 +1,102 @@
-//! The BERT encoder in candle-core operations, F32 on the CPU, with the weights named as Hugging
-//! Face's `BertModel` saves them (with or without a `bert.` prefix).
+//! The BERT encoder in plain Rust, f32 on the CPU, with the weights named as Hugging Face's
+//! `BertModel` saves them (with or without a `bert.` prefix).
+//!
+//! A batch runs without padding: the sequences' tokens are stacked into one matrix, every
+//! position-wise step (the linear layers, GELU, LayerNorm) runs on all of them at once, and
+//! attention runs per sequence and head over that sequence's own rows. The linear layers use the
+//! packed-panel products of [`super::sgemm`]; each layer's bias, activation, residual and
+//! LayerNorm are applied in one pass over the product's rows. Every step runs on candle's kernel
+//! threads.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{D, DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use super::BertError;
 use super::config::{BertConfig, Pooling};
+use super::math;
+use super::sgemm::{self, Lhs, Packed, Panels};
 
-/// `y = x Wᵀ + b`, with `Wᵀ` stored ready for a plain matmul.
+/// `y = x Wᵀ + b`, with `W` packed for [`sgemm::matmul`].
 #[derive(Debug)]
 struct Linear {
-    weight_t: Tensor,
-    bias: Tensor,
+    weight: Packed,
+    bias: Vec<f32>,
 }
 
 impl Linear {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.matmul(&self.weight_t)?.broadcast_add(&self.bias)
+    /// Product row `r` plus the bias, into `out`.
+    fn row(&self, product: &Panels, r: usize, out: &mut [f32]) {
+        product.row(r, out);
+        for (o, b) in out.iter_mut().zip(&self.bias) {
+            *o += b;
+        }
     }
 }
 
 #[derive(Debug)]
 struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
-    eps: f64,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    eps: f32,
 }
 
 impl LayerNorm {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let centred = x.broadcast_sub(&mean)?;
-        let variance = centred.sqr()?.mean_keepdim(D::Minus1)?;
-        let scale = (variance + self.eps)?.sqrt()?;
-        centred
-            .broadcast_div(&scale)?
-            .broadcast_mul(&self.weight)?
-            .broadcast_add(&self.bias)
+    /// Normalises `row` in place (biased variance, as PyTorch's `LayerNorm`).
+    fn apply(&self, row: &mut [f32]) {
+        let n = row.len() as f32;
+        let mean = sum(row) / n;
+        let mut squares = [0.0f32; 8];
+        let mut chunks = row.chunks_exact(8);
+        for chunk in chunks.by_ref() {
+            for (s, v) in squares.iter_mut().zip(chunk) {
+                *s += (v - mean) * (v - mean);
+            }
+        }
+        let tail: f32 = chunks
+            .remainder()
+            .iter()
+            .map(|v| (v - mean) * (v - mean))
+            .sum();
+        let variance = (squares.iter().sum::<f32>() + tail) / n;
+        let inv = 1.0 / (variance + self.eps).sqrt();
+        for ((v, w), b) in row.iter_mut().zip(&self.weight).zip(&self.bias) {
+            *v = (*v - mean) * inv * w + b;
+        }
     }
+}
+
+/// The sum of `v` in eight lanes (so that it vectorizes).
+fn sum(v: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let mut chunks = v.chunks_exact(8);
+    for chunk in chunks.by_ref() {
+        for (s, x) in lanes.iter_mut().zip(chunk) {
+            *s += x;
+        }
+    }
+    lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+}
+
+/// `a · b` in eight lanes.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let (a8, a_tail) = a.as_chunks::<8>();
+    let (b8, b_tail) = b.as_chunks::<8>();
+    for (x, y) in a8.iter().zip(b8) {
+        for ((s, x), y) in lanes.iter_mut().zip(x).zip(y) {
+            *s += x * y;
+        }
+    }
+    let tail: f32 = a_tail.iter().zip(b_tail).map(|(x, y)| x * y).sum();
+    lanes.iter().sum::<f32>() + tail
 }
 
 #[derive(Debug)]
 struct Layer {
-    query: Linear,
-    key: Linear,
-    value: Linear,
+    /// Query, key and value in one product: `3 · hidden` outputs.
+    qkv: Linear,
     attention_out: Linear,
     attention_norm: LayerNorm,
     intermediate: Linear,
@@ -62,19 +112,38 @@ enum Activation {
     GeluTanh,
 }
 
+impl Activation {
+    fn apply(self, row: &mut [f32]) {
+        match self {
+            Self::GeluErf => math::gelu_erf_in_place(row),
+            Self::GeluTanh => math::gelu_tanh_in_place(row),
+        }
+    }
+}
+
+/// One input sequence: token ids and token type ids, the same length.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sequence<'a> {
+    pub ids: &'a [u32],
+    pub type_ids: &'a [u32],
+}
+
 /// A BERT encoder with its weights loaded.
 #[derive(Debug)]
 pub(crate) struct BertModel {
-    word_embeddings: Tensor,
-    position_embeddings: Tensor,
-    token_type_embeddings: Tensor,
+    /// `vocab_rows × hidden`.
+    word_embeddings: Vec<f32>,
+    /// `max_positions × hidden`.
+    position_embeddings: Vec<f32>,
+    /// `type_vocab × hidden`.
+    token_type_embeddings: Vec<f32>,
     embedding_norm: LayerNorm,
     layers: Vec<Layer>,
     activation: Activation,
     num_heads: usize,
     head_dim: usize,
     hidden_size: usize,
-    device: Device,
+    intermediate_size: usize,
 }
 
 /// Looks tensors up by their Hugging Face names and checks their shapes.
@@ -85,7 +154,7 @@ struct Weights {
 }
 
 impl Weights {
-    fn get(&mut self, name: &str, shape: &[usize]) -> Result<Tensor, BertError> {
+    fn get(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>, BertError> {
         let full = format!("{}{name}", self.prefix);
         let Some(tensor) = self.tensors.remove(&full) else {
             return Err(BertError::Weights {
@@ -102,26 +171,37 @@ impl Weights {
                 ),
             });
         }
-        tensor.to_dtype(DType::F32).map_err(|e| BertError::Weights {
-            path: self.path.clone(),
-            message: format!(
-                "tensor `{full}`: cannot convert {:?} to f32: {e}",
-                tensor.dtype()
-            ),
-        })
-    }
-
-    fn linear(&mut self, name: &str, inputs: usize, outputs: usize) -> Result<Linear, BertError> {
-        let weight = self.get(&format!("{name}.weight"), &[outputs, inputs])?;
-        let bias = self.get(&format!("{name}.bias"), &[outputs])?;
-        let weight_t = weight
-            .t()
-            .and_then(|w| w.contiguous())
+        tensor
+            .to_dtype(DType::F32)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1::<f32>())
             .map_err(|e| BertError::Weights {
                 path: self.path.clone(),
-                message: format!("tensor `{}{name}.weight`: {e}", self.prefix),
-            })?;
-        Ok(Linear { weight_t, bias })
+                message: format!(
+                    "tensor `{full}`: cannot convert {:?} to f32: {e}",
+                    tensor.dtype()
+                ),
+            })
+    }
+
+    /// The weights and biases of the named linear layers, stacked into one layer (their outputs
+    /// side by side, in order).
+    fn linear(
+        &mut self,
+        names: &[&str],
+        inputs: usize,
+        outputs: usize,
+    ) -> Result<Linear, BertError> {
+        let mut weight = Vec::with_capacity(names.len() * outputs * inputs);
+        let mut bias = Vec::with_capacity(names.len() * outputs);
+        for name in names {
+            weight.extend(self.get(&format!("{name}.weight"), &[outputs, inputs])?);
+            bias.extend(self.get(&format!("{name}.bias"), &[outputs])?);
+        }
+        Ok(Linear {
+            weight: Packed::from_rows(&weight, names.len() * outputs, inputs),
+            bias,
+        })
     }
 
     fn layer_norm(&mut self, name: &str, size: usize, eps: f64) -> Result<LayerNorm, BertError> {
@@ -134,7 +214,7 @@ impl Weights {
         Ok(LayerNorm {
             weight: self.get(&format!("{name}.{weight}"), &[size])?,
             bias: self.get(&format!("{name}.{bias}"), &[size])?,
-            eps,
+            eps: eps as f32,
         })
     }
 
@@ -152,9 +232,8 @@ impl BertModel {
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "file not found"),
             });
         }
-        let device = Device::Cpu;
         let tensors =
-            candle_core::safetensors::load(path, &device).map_err(|e| BertError::Weights {
+            candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| BertError::Weights {
                 path: path.to_owned(),
                 message: format!("not a readable safetensors file: {e}"),
             })?;
@@ -193,18 +272,21 @@ impl BertModel {
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
             let p = format!("encoder.layer.{i}");
+            let attention = |part: &str| format!("{p}.attention.self.{part}");
             layers.push(Layer {
-                query: w.linear(&format!("{p}.attention.self.query"), h, h)?,
-                key: w.linear(&format!("{p}.attention.self.key"), h, h)?,
-                value: w.linear(&format!("{p}.attention.self.value"), h, h)?,
-                attention_out: w.linear(&format!("{p}.attention.output.dense"), h, h)?,
+                qkv: w.linear(
+                    &[&attention("query"), &attention("key"), &attention("value")],
+                    h,
+                    h,
+                )?,
+                attention_out: w.linear(&[&format!("{p}.attention.output.dense")], h, h)?,
                 attention_norm: w.layer_norm(&format!("{p}.attention.output.LayerNorm"), h, eps)?,
                 intermediate: w.linear(
-                    &format!("{p}.intermediate.dense"),
+                    &[&format!("{p}.intermediate.dense")],
                     h,
                     config.intermediate_size,
                 )?,
-                output: w.linear(&format!("{p}.output.dense"), config.intermediate_size, h)?,
+                output: w.linear(&[&format!("{p}.output.dense")], config.intermediate_size, h)?,
                 output_norm: w.layer_norm(&format!("{p}.output.LayerNorm"), h, eps)?,
             });
         }
@@ -223,106 +305,226 @@ impl BertModel {
             num_heads: config.num_attention_heads,
             head_dim: config.head_dim(),
             hidden_size: h,
-            device,
+            intermediate_size: config.intermediate_size,
         })
     }
 
     /// Rows in the word-embedding table: every token id must be below this.
     pub(crate) fn vocab_rows(&self) -> usize {
-        self.word_embeddings.dims().first().copied().unwrap_or(0)
+        self.word_embeddings.len() / self.hidden_size.max(1)
     }
 
-    /// Runs a padded batch. `ids` and `type_ids` are `batch × seq_len`, row-major; `lengths[b]`
-    /// is how many of row `b`'s tokens are real (the rest is padding). Returns one pooled vector
-    /// per row, L2-normalised when `normalize` is set.
+    /// Runs the sequences as one batch (no padding). Returns one pooled vector per sequence,
+    /// L2-normalised when `normalize` is set. A token id, type id or length beyond the model's
+    /// tables is an error naming the sequence.
     pub(crate) fn embed(
         &self,
-        ids: &[u32],
-        type_ids: &[u32],
-        lengths: &[usize],
-        seq_len: usize,
+        sequences: &[Sequence<'_>],
         pooling: Pooling,
         normalize: bool,
-    ) -> candle_core::Result<Vec<Vec<f32>>> {
-        let batch = lengths.len();
-        let (h, heads, hd) = (self.hidden_size, self.num_heads, self.head_dim);
-        let dev = &self.device;
+    ) -> Result<Vec<Vec<f32>>, String> {
+        let (h, hd) = (self.hidden_size, self.head_dim);
+        let positions = self.position_embeddings.len() / h;
+        // Where each sequence's rows start, and the rows' token, type and position.
+        let mut starts = Vec::with_capacity(sequences.len());
+        let mut tokens: Vec<(usize, usize, usize)> = Vec::new();
+        for (s, seq) in sequences.iter().enumerate() {
+            if seq.ids.len() != seq.type_ids.len() || seq.ids.len() > positions {
+                return Err(format!(
+                    "sequence {s}: {} tokens and {} type ids (the model takes at most {positions})",
+                    seq.ids.len(),
+                    seq.type_ids.len()
+                ));
+            }
+            starts.push(tokens.len());
+            for (i, (&id, &type_id)) in seq.ids.iter().zip(seq.type_ids).enumerate() {
+                if id as usize >= self.vocab_rows()
+                    || type_id as usize >= self.token_type_embeddings.len() / h
+                {
+                    return Err(format!(
+                        "sequence {s}: token {i} (id {id}, type {type_id}) is beyond the model's \
+                         embedding tables"
+                    ));
+                }
+                tokens.push((id as usize, type_id as usize, i));
+            }
+        }
+        let total = tokens.len();
 
-        // 1 for real tokens, 0 for padding.
-        let mask: Vec<f32> = lengths
-            .iter()
-            .flat_map(|&n| (0..seq_len).map(move |i| if i < n { 1.0 } else { 0.0 }))
+        let mut x = vec![0.0f32; total * h];
+        par_rows(&mut x, h, |r, row| {
+            let (id, type_id, position) = tokens[r];
+            let word = &self.word_embeddings[id * h..(id + 1) * h];
+            let pos = &self.position_embeddings[position * h..(position + 1) * h];
+            let kind = &self.token_type_embeddings[type_id * h..(type_id + 1) * h];
+            for (((v, a), b), c) in row.iter_mut().zip(word).zip(pos).zip(kind) {
+                *v = a + b + c;
+            }
+            self.embedding_norm.apply(row);
+        });
+
+        // Attention jobs: one per head and sequence, each writing its rows of that head's
+        // column block of the context (`heads` blocks of `total × head_dim`).
+        let jobs: Vec<(usize, usize, usize)> = (0..self.num_heads)
+            .flat_map(|head| {
+                starts
+                    .iter()
+                    .zip(sequences)
+                    .map(move |(&start, seq)| (head, start, seq.ids.len()))
+            })
             .collect();
-        let mask = Tensor::from_vec(mask, (batch, seq_len), dev)?;
-
-        // Embeddings: word + position + token type, then LayerNorm. Rows are (batch · seq_len).
-        let ids = Tensor::from_slice(ids, batch * seq_len, dev)?;
-        let type_ids = Tensor::from_slice(type_ids, batch * seq_len, dev)?;
-        let positions: Vec<u32> = (0..batch).flat_map(|_| 0..seq_len as u32).collect();
-        let positions = Tensor::from_vec(positions, batch * seq_len, dev)?;
-        let x = self
-            .word_embeddings
-            .index_select(&ids, 0)?
-            .add(&self.position_embeddings.index_select(&positions, 0)?)?
-            .add(&self.token_type_embeddings.index_select(&type_ids, 0)?)?;
-        let mut x = self.embedding_norm.forward(&x)?;
-
-        // Added to attention scores: 0 for real keys, a large negative number for padding.
-        let bias = ((mask.clone() - 1.0)? * 1e9)?.reshape((batch, 1, 1, seq_len))?;
-        let scale = 1.0 / (hd as f64).sqrt();
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut qkv = vec![0.0f32; total * 3 * h];
+        let mut context = vec![0.0f32; total * h];
+        let mut attended = vec![0.0f32; total * h];
+        let mut inner = vec![0.0f32; total * self.intermediate_size];
 
         for layer in &self.layers {
-            let split_heads = |t: Tensor| -> candle_core::Result<Tensor> {
-                t.reshape((batch, seq_len, heads, hd))?
-                    .transpose(1, 2)?
-                    .contiguous()
-            };
-            // Scaling q (batch·seq·hidden) is cheaper than scaling the scores (batch·heads·seq²).
-            let q = split_heads((layer.query.forward(&x)? * scale)?)?;
-            let k = split_heads(layer.key.forward(&x)?)?;
-            let v = split_heads(layer.value.forward(&x)?)?;
-            let scores = q.matmul(&k.t()?)?.broadcast_add(&bias)?;
-            let probs = softmax_last_dim(&scores)?;
-            let context = probs
-                .matmul(&v)?
-                .transpose(1, 2)?
-                .contiguous()?
-                .reshape((batch * seq_len, h))?;
-            let attended = layer
-                .attention_norm
-                .forward(&layer.attention_out.forward(&context)?.add(&x)?)?;
-            let inner = layer.intermediate.forward(&attended)?;
-            let inner = match self.activation {
-                Activation::GeluErf => inner.gelu_erf()?,
-                Activation::GeluTanh => inner.gelu()?,
-            };
-            x = layer
-                .output_norm
-                .forward(&layer.output.forward(&inner)?.add(&attended)?)?;
+            let product = sgemm::matmul(Lhs::row_major(&x, total, h), &layer.qkv.weight);
+            par_rows(&mut qkv, 3 * h, |r, row| layer.qkv.row(&product, r, row));
+            drop(product);
+
+            let mut pieces = Vec::with_capacity(jobs.len());
+            let mut rest = context.as_mut_slice();
+            for &(_, _, len) in &jobs {
+                let (piece, tail) = rest.split_at_mut(len * hd);
+                pieces.push(piece);
+                rest = tail;
+            }
+            sgemm::par_pieces(pieces, |j, out| {
+                let (head, start, len) = jobs[j];
+                attend(&qkv, h, hd, head, start, len, scale, out);
+            });
+
+            let product = sgemm::matmul(
+                Lhs::blocks(&context, total, h, hd),
+                &layer.attention_out.weight,
+            );
+            par_rows(&mut attended, h, |r, row| {
+                layer.attention_out.row(&product, r, row);
+                for (v, residual) in row.iter_mut().zip(&x[r * h..(r + 1) * h]) {
+                    *v += residual;
+                }
+                layer.attention_norm.apply(row);
+            });
+            drop(product);
+
+            let product = sgemm::matmul(
+                Lhs::row_major(&attended, total, h),
+                &layer.intermediate.weight,
+            );
+            par_rows(&mut inner, self.intermediate_size, |r, row| {
+                layer.intermediate.row(&product, r, row);
+                self.activation.apply(row);
+            });
+            drop(product);
+
+            let product = sgemm::matmul(
+                Lhs::row_major(&inner, total, self.intermediate_size),
+                &layer.output.weight,
+            );
+            par_rows(&mut x, h, |r, row| {
+                layer.output.row(&product, r, row);
+                for (v, residual) in row.iter_mut().zip(&attended[r * h..(r + 1) * h]) {
+                    *v += residual;
+                }
+                layer.output_norm.apply(row);
+            });
         }
 
-        let x = x.reshape((batch, seq_len, h))?;
-        let pooled = match pooling {
-            Pooling::Cls => x.narrow(1, 0, 1)?.squeeze(1)?,
-            Pooling::Mean => {
-                let summed = x.broadcast_mul(&mask.unsqueeze(2)?)?.sum(1)?;
-                let counts = mask.sum_keepdim(1)?.maximum(1e-9)?;
-                summed.broadcast_div(&counts)?
-            }
-        };
-        let pooled = if normalize {
-            let norms = pooled.sqr()?.sum_keepdim(1)?.sqrt()?.maximum(1e-12)?;
-            pooled.broadcast_div(&norms)?
-        } else {
-            pooled
-        };
-        pooled.to_vec2::<f32>()
+        let pooled = starts
+            .iter()
+            .zip(sequences)
+            .map(|(&start, seq)| {
+                let rows = x[start * h..(start + seq.ids.len()) * h].chunks_exact(h);
+                let mut v = vec![0.0f32; h];
+                match pooling {
+                    Pooling::Cls => {
+                        if let Some(first) = rows.clone().next() {
+                            v.copy_from_slice(first);
+                        }
+                    }
+                    Pooling::Mean => {
+                        for row in rows {
+                            for (s, x) in v.iter_mut().zip(row) {
+                                *s += x;
+                            }
+                        }
+                        let count = (seq.ids.len() as f32).max(1e-9);
+                        v.iter_mut().for_each(|s| *s /= count);
+                    }
+                }
+                if normalize {
+                    let norm = dot(&v, &v).sqrt().max(1e-12);
+                    v.iter_mut().for_each(|s| *s /= norm);
+                }
+                v
+            })
+            .collect();
+        Ok(pooled)
     }
 }
 
-fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?;
-    let exp = x.broadcast_sub(&max)?.exp()?;
-    let sum = exp.sum_keepdim(D::Minus1)?;
-    exp.broadcast_div(&sum)
+/// Runs `f(r, row)` for every `width`-wide row of `out`, on candle's kernel threads.
+fn par_rows<F>(out: &mut [f32], width: usize, f: F)
+where
+    F: Fn(usize, &mut [f32]) + Sync,
+{
+    const ROWS: usize = 16;
+    let pieces = out.chunks_mut(ROWS * width).collect();
+    sgemm::par_pieces(pieces, |i, piece| {
+        for (j, row) in piece.chunks_exact_mut(width).enumerate() {
+            f(i * ROWS + j, row);
+        }
+    });
+}
+
+/// Self-attention of one head over one sequence (rows `start .. start + len` of `qkv`, which
+/// holds each row's query, key and value side by side): the context, `len` rows of `hd`.
+///
+/// The keys are transposed first (`hd` rows of `len`), so that a query's scores build up as
+/// `len`-wide multiply-adds, one per query component, with no horizontal sums.
+#[allow(clippy::too_many_arguments)]
+fn attend(
+    qkv: &[f32],
+    h: usize,
+    hd: usize,
+    head: usize,
+    start: usize,
+    len: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let stride = 3 * h;
+    let part = |row: usize, which: usize| {
+        let at = (start + row) * stride + which * h + head * hd;
+        &qkv[at..at + hd]
+    };
+    let mut keys = vec![0.0f32; hd * len];
+    for j in 0..len {
+        for (d, k) in part(j, 1).iter().enumerate() {
+            keys[d * len + j] = *k;
+        }
+    }
+    let mut scores = vec![0.0f32; len];
+    for (i, out) in out.chunks_exact_mut(hd).enumerate() {
+        scores.fill(0.0);
+        for (q, keys) in part(i, 0).iter().zip(keys.chunks_exact(len)) {
+            let q = q * scale;
+            for (s, k) in scores.iter_mut().zip(keys) {
+                *s += q * k;
+            }
+        }
+        let max = scores.iter().fold(f32::NEG_INFINITY, |m, s| m.max(*s));
+        scores.iter_mut().for_each(|s| *s -= max);
+        math::exp_in_place(&mut scores);
+        let inv = 1.0 / sum(&scores);
+        out.fill(0.0);
+        for (j, s) in scores.iter().enumerate() {
+            let p = s * inv;
+            for (o, v) in out.iter_mut().zip(part(j, 2)) {
+                *o += p * v;
+            }
+        }
+    }
 }

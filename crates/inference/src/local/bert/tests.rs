@@ -198,18 +198,6 @@ fn too_long_input_errors_when_truncation_is_off() {
     ));
 }
 
-#[test]
-fn batching_limits_padding_and_size() {
-    let lens = [256, 44, 40, 38, 20, 12, 10, 9, 8, 6, 2, 2];
-    let order: Vec<usize> = (0..lens.len()).collect();
-    let got = batches(&order, |i| lens[i], 4);
-    let sizes: Vec<usize> = got.iter().map(|b| b.len()).collect();
-    assert_eq!(sizes, [1, 4, 4, 3]);
-    let all: Vec<usize> = got.concat();
-    assert_eq!(all, order);
-    assert!(batches(&[], |i| lens[i], 4).is_empty());
-}
-
 /// A copy of the model directory whose files the test may break. Cleaned up on drop.
 struct ScratchDir(PathBuf);
 
