@@ -3,6 +3,38 @@
 
 use std::f32::consts::{FRAC_1_SQRT_2, LN_2, LOG2_E};
 
+/// `e^r`'s Taylor coefficients to r⁷ (the remainder is below 5e-9 relative for |r| ≤ 0.35).
+const EXP_TAYLOR: [f32; 8] = [
+    1.0,
+    1.0,
+    1.0 / 2.0,
+    1.0 / 6.0,
+    1.0 / 24.0,
+    1.0 / 120.0,
+    1.0 / 720.0,
+    1.0 / 5040.0,
+];
+
+/// Numerical Recipes' Chebyshev fit for `erfcc`, constant term first.
+const ERFC_FIT: [f32; 10] = [
+    -1.265_512_2,
+    1.000_023_7,
+    0.374_091_96,
+    0.096_784_18,
+    -0.186_288_06,
+    0.278_868_07,
+    -1.135_204,
+    1.488_515_9,
+    -0.822_152_23,
+    0.170_872_77,
+];
+
+/// `c[0] + x·(c[1] + x·(…))` in fused multiply-adds.
+#[inline(always)]
+fn horner<const N: usize>(x: f32, c: &[f32; N]) -> f32 {
+    c.iter().rev().fold(0.0, |acc, &c| acc.mul_add(x, c))
+}
+
 /// `e^x` within a few ulp (4e-7 relative) for `x` in [-87, 88] (inputs beyond are clamped).
 #[inline(always)]
 pub(super) fn exp(x: f32) -> f32 {
@@ -12,14 +44,8 @@ pub(super) fn exp(x: f32) -> f32 {
     const LN2_LO: f32 = LN_2 - LN2_HI;
     let x = x.clamp(-87.0, 88.0);
     let n = (x * LOG2_E + 0.5).floor();
-    let r = (x - n * LN2_HI) - n * LN2_LO;
-    // Taylor to r⁷: the remainder is below 5e-9 relative for |r| ≤ 0.35.
-    let p = 1.0
-        + r * (1.0
-            + r * (1.0 / 2.0
-                + r * (1.0 / 6.0
-                    + r * (1.0 / 24.0
-                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, x));
+    let p = horner(r, &EXP_TAYLOR);
     // n is within [-126, 127], so 2^n is a normal float built from its exponent bits.
     p * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
@@ -36,15 +62,8 @@ pub(super) fn exp_in_place(v: &mut [f32]) {
 #[inline(always)]
 fn erfc_nonneg(z: f32) -> f32 {
     let t = 1.0 / (1.0 + 0.5 * z);
-    let poly = -1.265_512_2
-        + t * (1.000_023_7
-            + t * (0.374_091_96
-                + t * (0.096_784_18
-                    + t * (-0.186_288_06
-                        + t * (0.278_868_07
-                            + t * (-1.135_204
-                                + t * (1.488_515_9 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
-    t * exp(-z * z + poly)
+    let poly = horner(t, &ERFC_FIT);
+    t * exp((-z).mul_add(z, poly))
 }
 
 /// GELU with the exact normal CDF, `x · Φ(x)`, for every value of `v`, in place.

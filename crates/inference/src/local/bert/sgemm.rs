@@ -124,9 +124,16 @@ pub(super) struct Panels {
 impl Panels {
     /// Row `r` of the product, `n` values.
     pub(super) fn row(&self, r: usize, out: &mut [f32]) {
-        for (p, chunk) in out[..self.n].chunks_mut(NR).enumerate() {
-            let start = (p * self.rows_padded + r) * NR;
-            chunk.copy_from_slice(&self.data[start..start + chunk.len()]);
+        let at = |p: usize| (p * self.rows_padded + r) * NR;
+        let (full, tail) = out[..self.n].as_chunks_mut::<NR>();
+        for (p, chunk) in full.iter_mut().enumerate() {
+            if let Some(values) = self.data[at(p)..].first_chunk::<NR>() {
+                *chunk = *values;
+            }
+        }
+        if !tail.is_empty() {
+            let start = at(full.len());
+            tail.copy_from_slice(&self.data[start..start + tail.len()]);
         }
     }
 }
@@ -314,5 +321,31 @@ mod tests {
         for (j, v) in data.iter().enumerate() {
             assert_eq!(*v, (j / 7) as f32 + 1.0);
         }
+    }
+}
+
+/// `cargo test --release -p corral-inference --lib -- --ignored --nocapture sgemm_speed`:
+/// GFLOP/s of [`matmul`] on all-MiniLM-L6-v2's shapes (932 rows: a batch of 32 short texts).
+#[cfg(test)]
+#[test]
+#[ignore = "prints a speed figure; run by hand"]
+fn sgemm_speed() {
+    let m = 932;
+    for (n, k) in [(1152, 384), (384, 384), (1536, 384), (384, 1536)] {
+        let x: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
+        let w: Vec<f32> = (0..n * k).map(|i| (i % 5) as f32 * 0.1).collect();
+        let packed = Packed::from_rows(&w, n, k);
+        let lhs = Lhs::row_major(&x, m, k);
+        std::hint::black_box(matmul(lhs, &packed));
+        let runs = 20;
+        let start = std::time::Instant::now();
+        for _ in 0..runs {
+            std::hint::black_box(matmul(lhs, &packed));
+        }
+        let seconds = start.elapsed().as_secs_f64() / f64::from(runs);
+        println!(
+            "{m} × {k} · {k} × {n}: {:.1} GFLOP/s",
+            2.0 * (m * n * k) as f64 / seconds / 1e9
+        );
     }
 }
