@@ -18,7 +18,7 @@ use super::config::{BertConfig, Pooling};
 use super::math;
 use super::sgemm::{self, Lhs, Packed, Panels};
 
-/// `y = x Wᵀ + b`, with `W` packed for [`sgemm::matmul`].
+/// `y = x Wᵀ + b`, with `W` packed for [`sgemm::matmul_into`].
 #[derive(Debug)]
 struct Linear {
     weight: Packed,
@@ -378,11 +378,15 @@ impl BertModel {
         let mut context = vec![0.0f32; total * h];
         let mut attended = vec![0.0f32; total * h];
         let mut inner = vec![0.0f32; total * self.intermediate_size];
+        let mut product = Panels::default();
 
         for layer in &self.layers {
-            let product = sgemm::matmul(Lhs::row_major(&x, total, h), &layer.qkv.weight);
+            sgemm::matmul_into(
+                Lhs::row_major(&x, total, h),
+                &layer.qkv.weight,
+                &mut product,
+            );
             par_rows(&mut qkv, 3 * h, |r, row| layer.qkv.row(&product, r, row));
-            drop(product);
 
             let mut pieces = Vec::with_capacity(jobs.len());
             let mut rest = context.as_mut_slice();
@@ -396,9 +400,10 @@ impl BertModel {
                 attend(&qkv, h, hd, head, start, len, scale, out);
             });
 
-            let product = sgemm::matmul(
+            sgemm::matmul_into(
                 Lhs::blocks(&context, total, h, hd),
                 &layer.attention_out.weight,
+                &mut product,
             );
             par_rows(&mut attended, h, |r, row| {
                 layer.attention_out.row(&product, r, row);
@@ -407,21 +412,21 @@ impl BertModel {
                 }
                 layer.attention_norm.apply(row);
             });
-            drop(product);
 
-            let product = sgemm::matmul(
+            sgemm::matmul_into(
                 Lhs::row_major(&attended, total, h),
                 &layer.intermediate.weight,
+                &mut product,
             );
             par_rows(&mut inner, self.intermediate_size, |r, row| {
                 layer.intermediate.row(&product, r, row);
                 self.activation.apply(row);
             });
-            drop(product);
 
-            let product = sgemm::matmul(
+            sgemm::matmul_into(
                 Lhs::row_major(&inner, total, self.intermediate_size),
                 &layer.output.weight,
+                &mut product,
             );
             par_rows(&mut x, h, |r, row| {
                 layer.output.row(&product, r, row);

@@ -113,8 +113,9 @@ impl<'a> Lhs<'a> {
 }
 
 /// `x · Wᵀ` stored panel by panel: element `(r, c)` at `(c / 16) · rows_padded · 16 + r · 16 +
-/// c % 16`.
-#[derive(Debug)]
+/// c % 16`. One value is reused from product to product ([`matmul_into`]), so that its memory is
+/// not handed back to the system and faulted in again each time.
+#[derive(Debug, Default)]
 pub(super) struct Panels {
     data: Vec<f32>,
     rows_padded: usize,
@@ -138,8 +139,16 @@ impl Panels {
     }
 }
 
-/// `x · Wᵀ` (no bias): `x.rows` rows of `w.outputs()`.
+/// `x · Wᵀ` (no bias): `x.rows` rows of `w`'s outputs.
+#[cfg(test)]
 pub(super) fn matmul(x: Lhs<'_>, w: &Packed) -> Panels {
+    let mut out = Panels::default();
+    matmul_into(x, w, &mut out);
+    out
+}
+
+/// `x · Wᵀ` (no bias) into `out`, whose buffer is reused.
+pub(super) fn matmul_into(x: Lhs<'_>, w: &Packed, out: &mut Panels) {
     assert_eq!(
         x.k, w.k,
         "activations have {} columns, weights {}",
@@ -148,10 +157,13 @@ pub(super) fn matmul(x: Lhs<'_>, w: &Packed) -> Panels {
     let m = x.rows;
     let row_blocks = m.div_ceil(ROW_BLOCK);
     let rows_padded = row_blocks * ROW_BLOCK;
-    let mut data = vec![0.0f32; w.n.div_ceil(NR) * rows_padded * NR];
+    // Every value a caller reads is written below; padding rows are never read.
+    out.data.resize(w.n.div_ceil(NR) * rows_padded * NR, 0.0);
+    out.rows_padded = rows_padded;
+    out.n = w.n;
     // Piece `i` is panel `i / row_blocks`, rows `ROW_BLOCK · (i % row_blocks)` onwards: items
     // next to each other share a panel, which stays in cache while the rows go by.
-    let pieces = data.chunks_mut(ROW_BLOCK * NR).collect();
+    let pieces = out.data.chunks_mut(ROW_BLOCK * NR).collect();
     par_pieces(pieces, |i, out| {
         let (p, rb) = (i / row_blocks, i % row_blocks);
         let panel = w.panel(p);
@@ -186,11 +198,6 @@ pub(super) fn matmul(x: Lhs<'_>, w: &Packed) -> Panels {
             }
         }
     });
-    Panels {
-        data,
-        rows_padded,
-        n: w.n,
-    }
 }
 
 /// Rows `r0 .. r0 + R` of `x` against one panel, into `out` (`R` rows of 16).
