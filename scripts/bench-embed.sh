@@ -23,8 +23,8 @@ model="$cache/models/all-MiniLM-L6-v2"
 printf '%-10s %-6s %-12s %14s %12s\n' file batch engine sentences/s tokens/s
 for file in scripts/bench/embed-short.txt scripts/bench/embed-mixed.txt; do
     theirs="$("$python" scripts/bench/st_embed.py "$model" "$file" --threads "$threads" --reps "$reps")"
-    ours="$(CANDLE_NUM_THREADS="$threads" "$corral" bench embed --model "$model" --sentences "$file" \
-        --reps "$reps" --json)"
+    ours="$(CANDLE_NUM_THREADS="$threads" RAYON_NUM_THREADS="$threads" \
+        "$corral" bench embed --model "$model" --sentences "$file" --reps "$reps" --json)"
     python3 - "$(basename "$file" .txt)" "$ours" "$theirs" <<'PY'
 import json, sys
 name, ours, theirs = sys.argv[1], json.loads(sys.argv[2]), [json.loads(l) for l in sys.argv[3].splitlines()]
