@@ -13,7 +13,9 @@ cache="${CORRAL_CACHE:-$HOME/.cache/corral}"
 threads="${THREADS:-2}"
 reps="${REPS:-3}"
 corral="${CORRAL_BIN:-target/release/corral}"
-llama_bench="$(ls "$cache"/llama.cpp/*/bin/llama-bench | head -n 1)"
+# LLAMA_BENCH picks another build (say one without AVX-512, to compare like for like on a CPU
+# that has it: llama.cpp's default build uses every instruction set the machine has).
+llama_bench="${LLAMA_BENCH:-$(ls "$cache"/llama.cpp/*/bin/llama-bench | head -n 1)}"
 synth="$cache/models/synth"
 mkdir -p "$synth"
 
