@@ -43,6 +43,14 @@ struct LayerNorm {
 }
 
 impl LayerNorm {
+    /// Adds the residual to `row`, then normalises it in place.
+    fn add_and_apply(&self, row: &mut [f32], residual: &[f32]) {
+        for (v, r) in row.iter_mut().zip(residual) {
+            *v += r;
+        }
+        self.apply(row);
+    }
+
     /// Normalises `row` in place (biased variance, as PyTorch's `LayerNorm`).
     fn apply(&self, row: &mut [f32]) {
         let n = row.len() as f32;
@@ -407,10 +415,9 @@ impl BertModel {
             );
             par_rows(&mut attended, h, |r, row| {
                 layer.attention_out.row(&product, r, row);
-                for (v, residual) in row.iter_mut().zip(&x[r * h..(r + 1) * h]) {
-                    *v += residual;
-                }
-                layer.attention_norm.apply(row);
+                layer
+                    .attention_norm
+                    .add_and_apply(row, &x[r * h..(r + 1) * h]);
             });
 
             sgemm::matmul_into(
@@ -430,10 +437,9 @@ impl BertModel {
             );
             par_rows(&mut x, h, |r, row| {
                 layer.output.row(&product, r, row);
-                for (v, residual) in row.iter_mut().zip(&attended[r * h..(r + 1) * h]) {
-                    *v += residual;
-                }
-                layer.output_norm.apply(row);
+                layer
+                    .output_norm
+                    .add_and_apply(row, &attended[r * h..(r + 1) * h]);
             });
         }
 
