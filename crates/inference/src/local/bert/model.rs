@@ -26,12 +26,21 @@ struct Linear {
 }
 
 impl Linear {
-    /// Product row `r` plus the bias, into `out`.
-    fn row(&self, product: &Panels, r: usize, out: &mut [f32]) {
-        product.row(r, out);
-        for (o, b) in out.iter_mut().zip(&self.bias) {
-            *o += b;
-        }
+    /// `x Wᵀ + b` into `out` (rows of `bias.len()`), then `then(r, row)` on each row, all on
+    /// candle's kernel threads. `product` is scratch, reused from call to call.
+    fn forward<F>(&self, x: Lhs<'_>, product: &mut Panels, out: &mut [f32], then: F)
+    where
+        F: Fn(usize, &mut [f32]) + Sync,
+    {
+        sgemm::matmul_into(x, &self.weight, product);
+        let product = &*product;
+        par_rows(out, self.bias.len(), |r, row| {
+            product.row(r, row);
+            for (o, b) in row.iter_mut().zip(&self.bias) {
+                *o += b;
+            }
+            then(r, row);
+        });
     }
 }
 
@@ -389,12 +398,10 @@ impl BertModel {
         let mut product = Panels::default();
 
         for layer in &self.layers {
-            sgemm::matmul_into(
-                Lhs::row_major(&x, total, h),
-                &layer.qkv.weight,
-                &mut product,
-            );
-            par_rows(&mut qkv, 3 * h, |r, row| layer.qkv.row(&product, r, row));
+            let rows = |data| Lhs::row_major(data, total, h);
+            layer
+                .qkv
+                .forward(rows(&x), &mut product, &mut qkv, |_, _| {});
 
             let mut pieces = Vec::with_capacity(jobs.len());
             let mut rest = context.as_mut_slice();
@@ -408,39 +415,27 @@ impl BertModel {
                 attend(&qkv, h, hd, head, start, len, scale, out);
             });
 
-            sgemm::matmul_into(
-                Lhs::blocks(&context, total, h, hd),
-                &layer.attention_out.weight,
-                &mut product,
-            );
-            par_rows(&mut attended, h, |r, row| {
-                layer.attention_out.row(&product, r, row);
-                layer
-                    .attention_norm
-                    .add_and_apply(row, &x[r * h..(r + 1) * h]);
-            });
-
-            sgemm::matmul_into(
-                Lhs::row_major(&attended, total, h),
-                &layer.intermediate.weight,
-                &mut product,
-            );
-            par_rows(&mut inner, self.intermediate_size, |r, row| {
-                layer.intermediate.row(&product, r, row);
-                self.activation.apply(row);
-            });
-
-            sgemm::matmul_into(
-                Lhs::row_major(&inner, total, self.intermediate_size),
-                &layer.output.weight,
-                &mut product,
-            );
-            par_rows(&mut x, h, |r, row| {
-                layer.output.row(&product, r, row);
-                layer
-                    .output_norm
-                    .add_and_apply(row, &attended[r * h..(r + 1) * h]);
-            });
+            let heads = Lhs::blocks(&context, total, h, hd);
+            layer
+                .attention_out
+                .forward(heads, &mut product, &mut attended, |r, row| {
+                    layer
+                        .attention_norm
+                        .add_and_apply(row, &x[r * h..(r + 1) * h]);
+                });
+            layer
+                .intermediate
+                .forward(rows(&attended), &mut product, &mut inner, |_, row| {
+                    self.activation.apply(row);
+                });
+            let expanded = Lhs::row_major(&inner, total, self.intermediate_size);
+            layer
+                .output
+                .forward(expanded, &mut product, &mut x, |r, row| {
+                    layer
+                        .output_norm
+                        .add_and_apply(row, &attended[r * h..(r + 1) * h]);
+                });
         }
 
         let pooled = starts
