@@ -22,7 +22,9 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{D, DType, Device, Module, Tensor};
 
 use super::gguf::{GgufFile, ModelFileError, brief};
+use super::math;
 use super::pages::WeightBytes;
+use super::par::par_pieces;
 use super::quant::{self, q4k::Q4K, q5_0::Q5_0, q6k::Q6K, q8_0::Q8_0};
 
 /// The architectures this engine runs.
@@ -710,26 +712,26 @@ impl Model {
                 None => 0,
             };
             let kv_len = total - start;
-            let keys = cache.k[il].narrow(1, start, kv_len)?;
-            let values = cache.v[il].narrow(1, start, kv_len)?;
-            // Grouped heads: the n_rep query heads of one KV head become rows of one matmul.
-            let q = q.reshape((hp.n_head_kv, n_rep * s, hd))?;
-            let att = (q.matmul(&keys.t()?)? * scale)?;
-            let att = if s > 1 || window.is_some_and(|w| total - start > w) {
-                let mask = attention_mask(s, pos, start, kv_len, window)?;
-                att.reshape((hp.n_head_kv, n_rep, s, kv_len))?
-                    .broadcast_add(&mask)?
-                    .reshape((hp.n_head_kv, n_rep * s, kv_len))?
+            let o = if s == 1 {
+                attend_one(&q, &cache.k[il], &cache.v[il], start..total, n_rep, scale)?
             } else {
-                att
+                let keys = cache.k[il].narrow(1, start, kv_len)?;
+                let values = cache.v[il].narrow(1, start, kv_len)?;
+                // Grouped heads: the n_rep query heads of one KV head become rows of one matmul.
+                let q = q.reshape((hp.n_head_kv, n_rep * s, hd))?;
+                let att = (q.matmul(&keys.t()?)? * scale)?;
+                let mask = attention_mask(s, pos, start, kv_len, window)?;
+                let att = att
+                    .reshape((hp.n_head_kv, n_rep, s, kv_len))?
+                    .broadcast_add(&mask)?
+                    .reshape((hp.n_head_kv, n_rep * s, kv_len))?;
+                let att = candle_nn::ops::softmax_last_dim(&att)?;
+                let o = att.matmul(&values)?; // (n_kv, n_rep * s, hd)
+                o.reshape((hp.n_head, s, hd))?
+                    .transpose(0, 1)?
+                    .contiguous()?
+                    .reshape((s, hp.n_head * hd))?
             };
-            let att = candle_nn::ops::softmax_last_dim(&att)?;
-            let o = att.matmul(&values)?; // (n_kv, n_rep * s, hd)
-            let o = o
-                .reshape((hp.n_head, s, hd))?
-                .transpose(0, 1)?
-                .contiguous()?
-                .reshape((s, hp.n_head * hd))?;
             let o = layer.wo.forward(&o)?;
             let o = match &layer.post_attn_norm {
                 Some(w) => candle_nn::ops::rms_norm(&o, w, eps)?,
@@ -741,8 +743,8 @@ impl Model {
             let g = layer.gate.forward(&h)?;
             let u = layer.up.forward(&h)?;
             let a = match hp.arch {
-                Arch::Llama => (g.silu()? * u)?,
-                Arch::Gemma3 => (g.gelu()? * u)?,
+                Arch::Llama => gated(&g, &u, math::silu)?,
+                Arch::Gemma3 => gated(&g, &u, math::gelu_tanh_f16)?,
             };
             let d = layer.down.forward(&a)?;
             let d = match &layer.post_ffn_norm {
@@ -782,6 +784,89 @@ impl Model {
         }
         logits.ok_or_else(|| candle_core::Error::Msg("no tokens to run".into()))
     }
+}
+
+/// The contiguous f32 values of a CPU tensor, borrowed.
+fn cpu_values<'a>(
+    storage: &'a candle_core::Storage,
+    layout: &candle_core::Layout,
+) -> candle_core::Result<&'a [f32]> {
+    let candle_core::Storage::Cpu(cpu) = storage else {
+        candle_core::bail!("a tensor the CPU engine reads in place is not in CPU memory");
+    };
+    let Some((from, to)) = layout.contiguous_offsets() else {
+        candle_core::bail!("a tensor the CPU engine reads in place is not contiguous");
+    };
+    cpu.as_slice::<f32>()?
+        .get(from..to)
+        .ok_or_else(|| candle_core::Error::Msg("a tensor's layout overruns its storage".into()))
+}
+
+/// Attention for one query position (a decode step), read straight from the cache without
+/// candle's matmuls, which pack their operands on every call. `q` holds the query heads (after
+/// RoPE), `n_head · hd` values; `keys` and `values` are a layer's `(n_kv, capacity, hd)` cache,
+/// of which positions `visible` are attended to (for one query, the range already starts
+/// within a sliding window and ends at the query, so no mask is needed). The `n_rep` query heads
+/// of a KV head share its keys; one head per work item. Returns `(1, n_head · hd)`.
+fn attend_one(
+    q: &Tensor,
+    keys: &Tensor,
+    values: &Tensor,
+    visible: std::ops::Range<usize>,
+    n_rep: usize,
+    scale: f64,
+) -> candle_core::Result<Tensor> {
+    let (n_kv, capacity, hd) = keys.dims3()?;
+    let q = q.flatten_all()?.to_vec1::<f32>()?;
+    let n_head = n_kv * n_rep;
+    if q.len() != n_head * hd || values.dims3()? != (n_kv, capacity, hd) || visible.end > capacity {
+        candle_core::bail!(
+            "attention of {} query values over a ({n_kv}, {capacity}, {hd}) cache at {visible:?}",
+            q.len()
+        );
+    }
+    let (k_store, k_layout) = keys.storage_and_layout();
+    let (v_store, v_layout) = values.storage_and_layout();
+    let (k_all, v_all) = (
+        cpu_values(&k_store, k_layout)?,
+        cpu_values(&v_store, v_layout)?,
+    );
+    let scale = scale as f32;
+    let mut out = vec![0f32; n_head * hd];
+    par_pieces(out.chunks_mut(hd).collect(), |h, out| {
+        let at = (h / n_rep * capacity + visible.start) * hd;
+        let span = at..at + visible.len() * hd;
+        let (Some(keys), Some(values), Some(q)) = (
+            k_all.get(span.clone()),
+            v_all.get(span),
+            q.get(h * hd..(h + 1) * hd),
+        ) else {
+            return;
+        };
+        let mut scores: Vec<f32> = keys
+            .chunks_exact(hd)
+            .map(|k| math::dot(q, k) * scale)
+            .collect();
+        math::softmax_in_place(&mut scores);
+        for (p, v) in scores.iter().zip(values.chunks_exact(hd)) {
+            for (o, v) in out.iter_mut().zip(v) {
+                *o = p.mul_add(*v, *o);
+            }
+        }
+    });
+    Tensor::from_vec(out, (1, n_head * hd), &Device::Cpu)
+}
+
+/// A gated feed-forward unit's activation, `act(g) · u` elementwise, in one pass.
+fn gated(g: &Tensor, u: &Tensor, act: impl Fn(f32) -> f32) -> candle_core::Result<Tensor> {
+    let shape = g.shape().clone();
+    let mut g = g.flatten_all()?.to_vec1::<f32>()?;
+    let u = u.flatten_all()?.to_vec1::<f32>()?;
+    if g.len() != u.len() {
+        candle_core::bail!("gate of {} values against up of {}", g.len(), u.len());
+    }
+    math::gate_in_place(&mut g, &u, act);
+    Tensor::from_vec(g, shape, &Device::Cpu)
 }
 
 /// Additive mask, shape (s, kv_len): query i (at position pos + i) sees key j (at position
@@ -839,4 +924,56 @@ impl KvCache {
 /// The largest logit's index.
 pub fn argmax(logits: &Tensor) -> candle_core::Result<u32> {
     logits.argmax(D::Minus1)?.to_scalar::<u32>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One decode step's attention against the formula in f64: query head `h` attends to KV
+    /// head `h / n_rep`, over the visible positions only.
+    #[test]
+    fn one_query_attends_to_its_kv_head_over_the_visible_positions() {
+        let (n_kv, capacity, hd, n_rep) = (2, 10, 8, 3);
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut random = |n: usize| (0..n).map(|_| rng.f32() * 2.0 - 1.0).collect::<Vec<f32>>();
+        let (q, k, v) = (
+            random(n_kv * n_rep * hd),
+            random(n_kv * capacity * hd),
+            random(n_kv * capacity * hd),
+        );
+        let tensor = |v: &[f32]| Tensor::from_slice(v, (n_kv, capacity, hd), &Device::Cpu);
+        let (keys, values) = (tensor(&k).expect("keys"), tensor(&v).expect("values"));
+        let qt = Tensor::from_slice(&q, (1, n_kv * n_rep, 1, hd), &Device::Cpu).expect("q");
+        let visible = 3..9;
+        let scale = 0.35;
+        let got = attend_one(&qt, &keys, &values, visible.clone(), n_rep, scale)
+            .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
+            .expect("attention");
+        for h in 0..n_kv * n_rep {
+            let g = h / n_rep;
+            let at = |p: usize, d: usize| (g * capacity + p) * hd + d;
+            let scores: Vec<f64> = visible
+                .clone()
+                .map(|p| {
+                    let dot: f64 = (0..hd)
+                        .map(|d| f64::from(q[h * hd + d]) * f64::from(k[at(p, d)]))
+                        .sum();
+                    (dot * scale).exp()
+                })
+                .collect();
+            let total: f64 = scores.iter().sum();
+            for d in 0..hd {
+                let want: f64 = visible
+                    .clone()
+                    .zip(&scores)
+                    .map(|(p, s)| s / total * f64::from(v[at(p, d)]))
+                    .sum();
+                let got = f64::from(got[h * hd + d]);
+                assert!((got - want).abs() < 1e-5, "head {h}, dim {d}: {got} vs {want}");
+            }
+        }
+        let too_far = attend_one(&qt, &keys, &values, 5..11, n_rep, scale);
+        assert!(too_far.is_err(), "a range past the cache is an error");
+    }
 }

@@ -25,7 +25,6 @@
 //! `tokio::task::spawn_blocking`, so it never blocks the async workers.
 
 mod config;
-mod math;
 mod model;
 mod sgemm;
 mod tokenizer;

@@ -15,8 +15,9 @@ use candle_core::{DType, Device, Tensor};
 
 use super::BertError;
 use super::config::{BertConfig, Pooling};
-use super::math;
 use super::sgemm::{self, Lhs, Packed, Panels};
+use crate::local::math;
+use crate::local::par::par_pieces;
 
 /// `y = x Wᵀ + b`, with `W` packed for [`sgemm::matmul_into`].
 #[derive(Debug)]
@@ -63,7 +64,7 @@ impl LayerNorm {
     /// Normalises `row` in place (biased variance, as PyTorch's `LayerNorm`).
     fn apply(&self, row: &mut [f32]) {
         let n = row.len() as f32;
-        let mean = sum(row) / n;
+        let mean = math::sum(row) / n;
         let mut squares = [0.0f32; 8];
         let mut chunks = row.chunks_exact(8);
         for chunk in chunks.by_ref() {
@@ -82,32 +83,6 @@ impl LayerNorm {
             *v = (*v - mean) * inv * w + b;
         }
     }
-}
-
-/// The sum of `v` in eight lanes (so that it vectorizes).
-fn sum(v: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    let mut chunks = v.chunks_exact(8);
-    for chunk in chunks.by_ref() {
-        for (s, x) in lanes.iter_mut().zip(chunk) {
-            *s += x;
-        }
-    }
-    lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
-}
-
-/// `a · b` in eight lanes.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    let (a8, a_tail) = a.as_chunks::<8>();
-    let (b8, b_tail) = b.as_chunks::<8>();
-    for (x, y) in a8.iter().zip(b8) {
-        for ((s, x), y) in lanes.iter_mut().zip(x).zip(y) {
-            *s += x * y;
-        }
-    }
-    let tail: f32 = a_tail.iter().zip(b_tail).map(|(x, y)| x * y).sum();
-    lanes.iter().sum::<f32>() + tail
 }
 
 #[derive(Debug)]
@@ -410,7 +385,7 @@ impl BertModel {
                 pieces.push(piece);
                 rest = tail;
             }
-            sgemm::par_pieces(pieces, |j, out| {
+            par_pieces(pieces, |j, out| {
                 let (head, start, len) = jobs[j];
                 attend(&qkv, h, hd, head, start, len, scale, out);
             });
@@ -461,7 +436,7 @@ impl BertModel {
                     }
                 }
                 if normalize {
-                    let norm = dot(&v, &v).sqrt().max(1e-12);
+                    let norm = math::dot(&v, &v).sqrt().max(1e-12);
                     v.iter_mut().for_each(|s| *s /= norm);
                 }
                 v
@@ -478,7 +453,7 @@ where
 {
     const ROWS: usize = 16;
     let pieces = out.chunks_mut(ROWS * width).collect();
-    sgemm::par_pieces(pieces, |i, piece| {
+    par_pieces(pieces, |i, piece| {
         for (j, row) in piece.chunks_exact_mut(width).enumerate() {
             f(i * ROWS + j, row);
         }
@@ -521,13 +496,9 @@ fn attend(
                 *s += q * k;
             }
         }
-        let max = scores.iter().fold(f32::NEG_INFINITY, |m, s| m.max(*s));
-        scores.iter_mut().for_each(|s| *s -= max);
-        math::exp_in_place(&mut scores);
-        let inv = 1.0 / sum(&scores);
+        math::softmax_in_place(&mut scores);
         out.fill(0.0);
-        for (j, s) in scores.iter().enumerate() {
-            let p = s * inv;
+        for (j, p) in scores.iter().enumerate() {
             for (o, v) in out.iter_mut().zip(part(j, 2)) {
                 *o += p * v;
             }

@@ -13,7 +13,7 @@
 //! AVX2 runs through `pulp`'s safe intrinsics behind a run-time check; the plain-Rust loop does
 //! the same sums (without fused multiply-adds, so not to the bit).
 
-use std::sync::Mutex;
+use crate::local::par::par_pieces;
 
 #[cfg(target_arch = "x86_64")]
 use pulp::x86::V3;
@@ -25,25 +25,6 @@ pub(super) const NR: usize = 16;
 const MR: usize = 6;
 /// Activation rows per work item (a multiple of `MR`).
 const ROW_BLOCK: usize = 8 * MR;
-
-/// Runs `f(i, piece)` for every piece on candle's kernel threads (the caller's among them), each
-/// piece exactly once. The pieces are disjoint, so every thread writes its own memory.
-pub(super) fn par_pieces<F>(pieces: Vec<&mut [f32]>, f: F)
-where
-    F: Fn(usize, &mut [f32]) + Sync,
-{
-    let pieces: Vec<Mutex<&mut [f32]>> = pieces.into_iter().map(Mutex::new).collect();
-    candle_core::utils::barrier_pool().execute_chunked(pieces.len(), |items| {
-        for i in items {
-            if let Some(piece) = pieces.get(i) {
-                // Each index is handed out once, so the lock is never contended; a panic in
-                // another piece poisons nothing this piece depends on.
-                let mut piece = piece.lock().unwrap_or_else(|e| e.into_inner());
-                f(i, &mut piece);
-            }
-        }
-    });
-}
 
 /// A weight matrix `W` (`n` outputs × `k` inputs, PyTorch's `Linear` layout) packed for `x · Wᵀ`.
 #[derive(Debug)]
