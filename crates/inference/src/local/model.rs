@@ -970,7 +970,10 @@ mod tests {
                     .map(|(p, s)| s / total * f64::from(v[at(p, d)]))
                     .sum();
                 let got = f64::from(got[h * hd + d]);
-                assert!((got - want).abs() < 1e-5, "head {h}, dim {d}: {got} vs {want}");
+                assert!(
+                    (got - want).abs() < 1e-5,
+                    "head {h}, dim {d}: {got} vs {want}"
+                );
             }
         }
         let too_far = attend_one(&qt, &keys, &values, 5..11, n_rep, scale);

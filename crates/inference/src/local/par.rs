@@ -20,3 +20,22 @@ where
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_are_each_visited_once() {
+        let mut data = vec![0.0f32; 1000];
+        let pieces = data.chunks_mut(7).collect();
+        par_pieces(pieces, |i, piece| {
+            for v in piece.iter_mut() {
+                *v += i as f32 + 1.0;
+            }
+        });
+        for (j, v) in data.iter().enumerate() {
+            assert_eq!(*v, (j / 7) as f32 + 1.0);
+        }
+    }
+}

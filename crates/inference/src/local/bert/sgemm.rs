@@ -10,13 +10,15 @@
 //! Activations come as a [`Lhs`]: row-major, or in column blocks (attention writes each head's
 //! context as its own block, so that heads can run in parallel on contiguous memory).
 //!
-//! AVX2 runs through `pulp`'s safe intrinsics behind a run-time check; the plain-Rust loop does
-//! the same sums (without fused multiply-adds, so not to the bit).
+//! The widest of AVX-512 (12 rows × one 16-lane accumulator each), AVX2 (6 rows × two 8-lane
+//! accumulators) and plain Rust runs, picked at run time; the SIMD versions go through `pulp`'s
+//! safe intrinsics. All three do the same sums (the plain loop without fused multiply-adds, so
+//! not to the bit), and the tests hold each of them to f64 products.
 
 use crate::local::par::par_pieces;
 
 #[cfg(target_arch = "x86_64")]
-use pulp::x86::V3;
+use pulp::x86::{V3, V4};
 
 /// Output columns per panel: two AVX vectors.
 pub(super) const NR: usize = 16;
@@ -120,16 +122,53 @@ impl Panels {
     }
 }
 
-/// `x · Wᵀ` (no bias): `x.rows` rows of `w`'s outputs.
-#[cfg(test)]
-pub(super) fn matmul(x: Lhs<'_>, w: &Packed) -> Panels {
-    let mut out = Panels::default();
-    matmul_into(x, w, &mut out);
-    out
+/// The instruction set a product runs in.
+#[derive(Clone, Copy)]
+pub(super) enum Isa {
+    Plain,
+    #[cfg(target_arch = "x86_64")]
+    Avx2(V3),
+    #[cfg(target_arch = "x86_64")]
+    Avx512(V4),
+}
+
+impl std::fmt::Debug for Isa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Plain => "plain",
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2(_) => "AVX2",
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512(_) => "AVX-512",
+        })
+    }
+}
+
+impl Isa {
+    /// The widest this CPU has.
+    pub(super) fn best() -> Self {
+        Self::available().last().copied().unwrap_or(Self::Plain)
+    }
+
+    /// Every instruction set this CPU runs, narrowest first.
+    pub(super) fn available() -> Vec<Self> {
+        let mut all = vec![Self::Plain];
+        #[cfg(target_arch = "x86_64")]
+        {
+            all.extend(V3::try_new().map(Self::Avx2));
+            all.extend(V4::try_new().map(Self::Avx512));
+        }
+        all
+    }
 }
 
 /// `x · Wᵀ` (no bias) into `out`, whose buffer is reused.
 pub(super) fn matmul_into(x: Lhs<'_>, w: &Packed, out: &mut Panels) {
+    matmul_in(Isa::best(), x, w, out)
+}
+
+/// [`matmul_into`] in `isa`.
+pub(super) fn matmul_in(isa: Isa, x: Lhs<'_>, w: &Packed, out: &mut Panels) {
     assert_eq!(
         x.k, w.k,
         "activations have {} columns, weights {}",
@@ -149,13 +188,24 @@ pub(super) fn matmul_into(x: Lhs<'_>, w: &Packed, out: &mut Panels) {
         let (p, rb) = (i / row_blocks, i % row_blocks);
         let panel = w.panel(p);
         let first = rb * ROW_BLOCK;
-        let last = m.min(first + ROW_BLOCK);
-        #[cfg(target_arch = "x86_64")]
-        if let Some(simd) = V3::try_new() {
-            simd.vectorize(|| {
-                for r0 in (first..last).step_by(MR) {
+        let rows = first..m.min(first + ROW_BLOCK);
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512(simd) => pulp::Simd::vectorize(
+                simd,
+                Avx512Block {
+                    simd,
+                    x,
+                    rows,
+                    panel,
+                    out,
+                },
+            ),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2(simd) => simd.vectorize(|| {
+                for r0 in rows.clone().step_by(MR) {
                     let out = &mut out[(r0 - first) * NR..];
-                    match last - r0 {
+                    match rows.end - r0 {
                         1 => tile_avx2::<1>(simd, x, r0, panel, out),
                         2 => tile_avx2::<2>(simd, x, r0, panel, out),
                         3 => tile_avx2::<3>(simd, x, r0, panel, out),
@@ -164,21 +214,101 @@ pub(super) fn matmul_into(x: Lhs<'_>, w: &Packed, out: &mut Panels) {
                         _ => tile_avx2::<MR>(simd, x, r0, panel, out),
                     }
                 }
-            });
-            return;
-        }
-        for r0 in (first..last).step_by(MR) {
-            let out = &mut out[(r0 - first) * NR..];
-            match last - r0 {
-                1 => tile_plain::<1>(x, r0, panel, out),
-                2 => tile_plain::<2>(x, r0, panel, out),
-                3 => tile_plain::<3>(x, r0, panel, out),
-                4 => tile_plain::<4>(x, r0, panel, out),
-                5 => tile_plain::<5>(x, r0, panel, out),
-                _ => tile_plain::<MR>(x, r0, panel, out),
+            }),
+            Isa::Plain => {
+                for r0 in rows.clone().step_by(MR) {
+                    let out = &mut out[(r0 - first) * NR..];
+                    match rows.end - r0 {
+                        1 => tile_plain::<1>(x, r0, panel, out),
+                        2 => tile_plain::<2>(x, r0, panel, out),
+                        3 => tile_plain::<3>(x, r0, panel, out),
+                        4 => tile_plain::<4>(x, r0, panel, out),
+                        5 => tile_plain::<5>(x, r0, panel, out),
+                        _ => tile_plain::<MR>(x, r0, panel, out),
+                    }
+                }
             }
         }
     });
+}
+
+/// Activation rows per AVX-512 micro-tile: 12 accumulators of 16 lanes (a multiple of it is
+/// [`ROW_BLOCK`]).
+#[cfg(target_arch = "x86_64")]
+const MR_512: usize = 12;
+
+/// One work item's rows against one panel in AVX-512. A `WithSimd` whose body is inlined into
+/// pulp's AVX-512 context (a closure is not reliably inlined there, and its intrinsics then run
+/// as calls).
+#[cfg(target_arch = "x86_64")]
+struct Avx512Block<'a, 'o> {
+    simd: V4,
+    x: Lhs<'a>,
+    rows: std::ops::Range<usize>,
+    panel: &'a [[f32; NR]],
+    out: &'o mut [f32],
+}
+
+#[cfg(target_arch = "x86_64")]
+impl pulp::WithSimd for Avx512Block<'_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let Self {
+            simd,
+            x,
+            rows,
+            panel,
+            out,
+        } = self;
+        for r0 in rows.clone().step_by(MR_512) {
+            let out = &mut out[(r0 - rows.start) * NR..];
+            match rows.end - r0 {
+                1 => tile_avx512::<1>(simd, x, r0, panel, out),
+                2 => tile_avx512::<2>(simd, x, r0, panel, out),
+                3 => tile_avx512::<3>(simd, x, r0, panel, out),
+                4 => tile_avx512::<4>(simd, x, r0, panel, out),
+                5 => tile_avx512::<5>(simd, x, r0, panel, out),
+                6 => tile_avx512::<6>(simd, x, r0, panel, out),
+                7 => tile_avx512::<7>(simd, x, r0, panel, out),
+                8 => tile_avx512::<8>(simd, x, r0, panel, out),
+                9 => tile_avx512::<9>(simd, x, r0, panel, out),
+                10 => tile_avx512::<10>(simd, x, r0, panel, out),
+                11 => tile_avx512::<11>(simd, x, r0, panel, out),
+                _ => tile_avx512::<MR_512>(simd, x, r0, panel, out),
+            }
+        }
+    }
+}
+
+/// Rows `r0 .. r0 + R` of `x` against one panel in AVX-512, into `out` (`R` rows of 16): one
+/// accumulator of 16 lanes per row.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn tile_avx512<const R: usize>(
+    simd: V4,
+    x: Lhs<'_>,
+    r0: usize,
+    panel: &[[f32; NR]],
+    out: &mut [f32],
+) {
+    let mut acc = [simd.avx512f._mm512_setzero_ps(); R];
+    let width = x.width;
+    for b in 0..x.k / width {
+        let rows: [&[f32]; R] = std::array::from_fn(|i| x.block_row(b, r0 + i));
+        let weights = &panel[b * width..(b + 1) * width];
+        for (c, w) in weights.iter().enumerate() {
+            let w: std::arch::x86_64::__m512 = bytemuck::cast(*w);
+            for (acc, row) in acc.iter_mut().zip(rows) {
+                let a = simd.avx512f._mm512_set1_ps(row[c]);
+                *acc = simd.avx512f._mm512_fmadd_ps(a, w, *acc);
+            }
+        }
+    }
+    for (acc, out) in acc.iter().zip(out.chunks_exact_mut(NR)) {
+        out.copy_from_slice(&bytemuck::cast::<_, [f32; NR]>(*acc));
+    }
 }
 
 /// Rows `r0 .. r0 + R` of `x` against one panel, into `out` (`R` rows of 16).
@@ -264,19 +394,22 @@ mod tests {
             }
         }
         let packed = Packed::from_rows(&w, n, k);
-        let got = matmul(Lhs::blocks(&blocked, m, k, width), &packed);
         let want = reference(&x, &w, m, n, k);
-        let mut row = vec![0.0; n];
-        for r in 0..m {
-            got.row(r, &mut row);
-            for c in 0..n {
-                let diff = (f64::from(row[c]) - want[r * n + c]).abs();
-                assert!(
-                    diff < 1e-4 * (k as f64).sqrt(),
-                    "{m}×{n}×{k} (blocks of {width}) at ({r}, {c}): {} against {}",
-                    row[c],
-                    want[r * n + c]
-                );
+        for isa in Isa::available() {
+            let mut got = Panels::default();
+            matmul_in(isa, Lhs::blocks(&blocked, m, k, width), &packed, &mut got);
+            let mut row = vec![0.0; n];
+            for r in 0..m {
+                got.row(r, &mut row);
+                for c in 0..n {
+                    let diff = (f64::from(row[c]) - want[r * n + c]).abs();
+                    assert!(
+                        diff < 1e-4 * (k as f64).sqrt(),
+                        "{isa:?}, {m}×{n}×{k} (blocks of {width}) at ({r}, {c}): {} against {}",
+                        row[c],
+                        want[r * n + c]
+                    );
+                }
             }
         }
     }
@@ -296,20 +429,6 @@ mod tests {
         check(31, 48, 384, 32, 11);
         check(6, 16, 64, 16, 12);
     }
-
-    #[test]
-    fn pieces_are_each_visited_once() {
-        let mut data = vec![0.0f32; 1000];
-        let pieces = data.chunks_mut(7).collect();
-        par_pieces(pieces, |i, piece| {
-            for v in piece.iter_mut() {
-                *v += i as f32 + 1.0;
-            }
-        });
-        for (j, v) in data.iter().enumerate() {
-            assert_eq!(*v, (j / 7) as f32 + 1.0);
-        }
-    }
 }
 
 /// `cargo test --release -p corral-inference --lib -- --ignored --nocapture sgemm_speed`:
@@ -324,16 +443,20 @@ fn sgemm_speed() {
         let w: Vec<f32> = (0..n * k).map(|i| (i % 5) as f32 * 0.1).collect();
         let packed = Packed::from_rows(&w, n, k);
         let lhs = Lhs::row_major(&x, m, k);
-        std::hint::black_box(matmul(lhs, &packed));
-        let runs = 20;
-        let start = std::time::Instant::now();
-        for _ in 0..runs {
-            std::hint::black_box(matmul(lhs, &packed));
+        let mut out = Panels::default();
+        for isa in Isa::available() {
+            matmul_in(isa, lhs, &packed, &mut out);
+            let runs = 20;
+            let start = std::time::Instant::now();
+            for _ in 0..runs {
+                matmul_in(isa, lhs, &packed, &mut out);
+                std::hint::black_box(&out);
+            }
+            let seconds = start.elapsed().as_secs_f64() / f64::from(runs);
+            println!(
+                "{m} × {k} · {k} × {n}, {isa:?}: {:.1} GFLOP/s",
+                2.0 * (m * n * k) as f64 / seconds / 1e9
+            );
         }
-        let seconds = start.elapsed().as_secs_f64() / f64::from(runs);
-        println!(
-            "{m} × {k} · {k} × {n}: {:.1} GFLOP/s",
-            2.0 * (m * n * k) as f64 / seconds / 1e9
-        );
     }
 }
