@@ -1,6 +1,7 @@
 //! The quantized matrix products on their own: ours (`local::quant`) against candle's `QMatMul`
 //! on the same bytes, for the weight shapes of a Llama 3.2 1B layer, at one activation row
-//! (decode) and at a prompt batch.
+//! (decode) and at a prompt batch; for a batch also the dot-product kernels and the AVX2 tiles
+//! on their own (where the batch ran in AVX-512 tiles).
 //!
 //! `cargo bench -p corral-inference --features local --bench kernels [-- m…]` (default m = 1 and
 //! 512); the kernel threads
@@ -53,6 +54,18 @@ fn run<K: Kernel>(dtype: GgmlDType, n: usize, k: usize, ms: &[usize]) -> candle_
         } else {
             ours
         };
+        // The AVX2 tiles on their own, where the product above ran in AVX-512 tiles.
+        #[cfg(target_arch = "x86_64")]
+        let avx2 = match quant::V3::try_new() {
+            Some(simd) if m >= quant::tiled::MIN_ROWS && quant::tiled::fits::<K>() => {
+                median(|| {
+                    std::hint::black_box(quant::tiled::matmul::<K>(simd, &bytes, n, k, &x, m));
+                })
+            }
+            _ => ours,
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let avx2 = ours;
         let theirs = median(|| {
             std::hint::black_box(candle.forward(&xt).ok());
         });
@@ -60,10 +73,11 @@ fn run<K: Kernel>(dtype: GgmlDType, n: usize, k: usize, ms: &[usize]) -> candle_
         let gbs = |t: Duration| bytes.len() as f64 / t.as_secs_f64() / 1e9;
         let gflops = |t: Duration| flops / t.as_secs_f64() / 1e9;
         println!(
-            "{dtype:?} {n:>6}×{k:<5} m={m:<4} ours {:6.1} GFLOP/s {:5.1} GB/s (dot products {:6.1})   candle {:6.1} GFLOP/s {:5.1} GB/s   {:.2}×",
+            "{dtype:?} {n:>6}×{k:<5} m={m:<4} ours {:6.1} GFLOP/s {:5.1} GB/s (dot products {:6.1}, AVX2 tiles {:6.1})   candle {:6.1} GFLOP/s {:5.1} GB/s   {:.2}×",
             gflops(ours),
             gbs(ours),
             gflops(dot),
+            gflops(avx2),
             gflops(theirs),
             gbs(theirs),
             theirs.as_secs_f64() / ours.as_secs_f64(),

@@ -11,8 +11,9 @@
 //!   so that greedy decoding picks the tokens llama.cpp picks even where two logits differ in
 //!   the last bits; weight rows are shared out over candle's kernel threads, in tiles of `TILE`
 //!   rows run against every activation row, `GROUP` activation rows at a time;
-//! - longer prompt batches (AVX2 only) go through [`tiled`]: eight weight rows at a time are
-//!   unpacked to bytes and interleaved in a per-thread buffer, and met by every activation row;
+//! - longer prompt batches (AVX2 or AVX-512) go through [`tiled`]: eight weight rows at a time
+//!   are unpacked to bytes and interleaved in a per-thread buffer (two such tiles side by side
+//!   in AVX-512, for the unsigned types), and met by every activation row;
 //!   these results agree with the dot products to rounding, not to the bit;
 //! - AVX2 runs through `pulp`'s safe intrinsics behind a run-time check (no `unsafe` in this
 //!   crate), else plain Rust; the dot-product kernels' two versions give the same bits.
@@ -31,7 +32,7 @@ pub mod tiled;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 #[cfg(target_arch = "x86_64")]
-pub use pulp::x86::V3;
+pub use pulp::x86::{V3, V4};
 
 /// Weight rows multiplied against every activation row before the next rows are read.
 const TILE: usize = 16;
@@ -88,11 +89,15 @@ pub fn fits<K: Kernel>(k: usize) -> bool {
 /// (`k` a multiple of `K::BLOCK`); returns `m` rows of `n`.
 pub fn matmul<K: Kernel>(w: &[u8], n: usize, k: usize, x: &[f32], m: usize) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
-    if m >= tiled::MIN_ROWS
-        && tiled::fits::<K>()
-        && let Some(simd) = V3::try_new()
-    {
-        return tiled::matmul::<K>(simd, w, n, k, x, m);
+    if m >= tiled::MIN_ROWS && tiled::fits::<K>() {
+        if tiled::fits_avx512::<K>()
+            && let Some(simd) = V4::try_new()
+        {
+            return tiled::matmul_avx512::<K>(simd, w, n, k, x, m);
+        }
+        if let Some(simd) = V3::try_new() {
+            return tiled::matmul::<K>(simd, w, n, k, x, m);
+        }
     }
     dot_matmul::<K>(w, n, k, x, m)
 }

@@ -1,4 +1,4 @@
-//! Prompt batches in tiles of eight weight rows (AVX2).
+//! Prompt batches in tiles of eight weight rows (AVX2), or sixteen (AVX-512).
 //!
 //! The dot-product kernels pay, for every 32 products, a widening, a conversion and a fused
 //! multiply-add of their own, and each output ends in a horizontal sum. Here eight weight rows
@@ -11,6 +11,13 @@
 //! (in a per-thread buffer, from the file's own blocks) and then meets every activation row
 //! of the batch, [`GROUP`] rows at a time; the file's layout, and decoding, are unchanged.
 //!
+//! Where the CPU has AVX-512 (F and BW), two packed tiles are joined into one of sixteen rows,
+//! each 64-byte vector holding the first tile's 32 bytes and then the second's, so that one
+//! 512-bit `vpmaddubsw` does the work of two ([`matmul_avx512`]). Only for unsigned weight
+//! types: AVX-512 has no `vpsignb`, so Q8_0 keeps its AVX2 tiles. This runs through pulp's `V4`
+//! as a `WithSimd` whose body is inlined into the AVX-512 context (a closure is not reliably
+//! inlined there, and then each intrinsic runs as a function call).
+//!
 //! The activations are quantized per 32 values by llama.cpp's Q8_0 rule, whatever the weight
 //! type. The results round differently from the dot-product kernels (one float lane per
 //! output instead of eight summed pairwise), so a batch agrees with token-at-a-time decoding
@@ -18,7 +25,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::{Kernel, V3};
+use super::{Kernel, V3, V4};
 
 /// Weight rows in one tile.
 pub const ROWS: usize = 8;
@@ -337,13 +344,15 @@ pub fn fits<K: Kernel>() -> bool {
     matches!(K::SUB, 16 | 32) && K::BLOCK.is_multiple_of(K::SUB) && K::BLOCK.is_multiple_of(32)
 }
 
-/// `x · wᵀ` as [`super::matmul`], in tiles (for `K` that [`fits`]).
-pub fn matmul<K: Kernel>(simd: V3, w: &[u8], n: usize, k: usize, x: &[f32], m: usize) -> Vec<f32> {
-    let row_bytes = k / K::BLOCK * K::BLOCK_BYTES;
-    let acts: Vec<Act> = x.chunks_exact(k).take(m).map(quantize).collect();
-    // Each output is written once, by the thread that owns its tile.
+/// The batch's `m × n` outputs, each written once, by the thread that owns its tile of `W`
+/// weight rows: `run(tiles, store)` computes tiles `tiles` (tile `i` is rows `W·i ..`) and hands
+/// activation row `t`'s results for rows `r0 .. r0 + rows` to `store(t, r0, rows, values)`.
+fn by_tiles<const W: usize, F>(n: usize, m: usize, run: F) -> Vec<f32>
+where
+    F: Fn(std::ops::Range<usize>, &(dyn Fn(usize, usize, usize, [f32; W]) + Sync)) + Sync,
+{
     let out: Vec<AtomicU32> = (0..m * n).map(|_| AtomicU32::new(0)).collect();
-    let store = |t: usize, r0: usize, rows: usize, v: [f32; ROWS]| {
+    let store = |t: usize, r0: usize, rows: usize, v: [f32; W]| {
         let Some(dst) = out.get(t * n + r0..t * n + r0 + rows) else {
             return;
         };
@@ -351,13 +360,28 @@ pub fn matmul<K: Kernel>(simd: V3, w: &[u8], n: usize, k: usize, x: &[f32], m: u
             o.store(v.to_bits(), Ordering::Relaxed);
         }
     };
-    candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(ROWS), |tiles| {
+    candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(W), |tiles| run(tiles, &store));
+    out.into_iter()
+        .map(|v| f32::from_bits(v.into_inner()))
+        .collect()
+}
+
+/// Weight rows `r0 .. r0 + count` (fewer at the end of the matrix), each `row_bytes` long.
+fn rows_at(w: &[u8], row_bytes: usize, r0: usize, count: usize, n: usize) -> Vec<&[u8]> {
+    (r0..(r0 + count).min(n))
+        .filter_map(|r| w.get(r * row_bytes..(r + 1) * row_bytes))
+        .collect()
+}
+
+/// `x · wᵀ` as [`super::matmul`], in tiles of [`ROWS`] (AVX2; for `K` that [`fits`]).
+pub fn matmul<K: Kernel>(simd: V3, w: &[u8], n: usize, k: usize, x: &[f32], m: usize) -> Vec<f32> {
+    let row_bytes = k / K::BLOCK * K::BLOCK_BYTES;
+    let acts: Vec<Act> = x.chunks_exact(k).take(m).map(quantize).collect();
+    by_tiles::<ROWS, _>(n, m, |tiles, store| {
         simd.vectorize(|| {
             let mut tile = Tile::default();
             for r0 in tiles.map(|t| t * ROWS) {
-                let rows: Vec<&[u8]> = (r0..(r0 + ROWS).min(n))
-                    .filter_map(|r| w.get(r * row_bytes..(r + 1) * row_bytes))
-                    .collect();
+                let rows = rows_at(w, row_bytes, r0, ROWS, n);
                 tile.pack::<K>(&rows, k);
                 let mut groups = acts.chunks_exact(GROUP);
                 let mut t = 0;
@@ -377,10 +401,255 @@ pub fn matmul<K: Kernel>(simd: V3, w: &[u8], n: usize, k: usize, x: &[f32], m: u
                 }
             }
         })
-    });
-    out.into_iter()
-        .map(|v| f32::from_bits(v.into_inner()))
-        .collect()
+    })
+}
+
+/// Weight rows in one AVX-512 tile: two eight-row tiles side by side.
+pub const WIDE: usize = 2 * ROWS;
+
+/// 64 bytes, aligned for a whole-vector load.
+type Quad512 = std::arch::x86_64::__m512i;
+
+/// Two packed [`Tile`]s joined for AVX-512: every vector holds the first tile's 32 bytes in its
+/// low half and the second's in its high half, so that one `vpmaddubsw` meets sixteen rows.
+#[derive(Debug, Default)]
+struct Wide {
+    quads: Vec<Quad512>,
+    scales: Vec<[f32; WIDE]>,
+    mins: Vec<[f32; WIDE]>,
+    sub_first: Vec<Quad512>,
+    sub_second: Vec<Quad512>,
+    sub_offset: Vec<Quad512>,
+}
+
+impl Wide {
+    /// `lo` (rows 0..8) and `hi` (rows 8..16), packed for the same `k` and type.
+    fn join(&mut self, lo: &Tile, hi: &Tile) {
+        fn halves(into: &mut Vec<Quad512>, lo: &[Quad], hi: &[Quad]) {
+            into.clear();
+            into.extend(lo.iter().zip(hi).map(|(a, b)| {
+                let mut both = [0u8; 64];
+                let (l, h) = both.split_at_mut(32);
+                l.copy_from_slice(bytemuck::bytes_of(a));
+                h.copy_from_slice(bytemuck::bytes_of(b));
+                bytemuck::cast::<[u8; 64], Quad512>(both)
+            }));
+        }
+        fn floats(into: &mut Vec<[f32; WIDE]>, lo: &[[f32; ROWS]], hi: &[[f32; ROWS]]) {
+            into.clear();
+            into.extend(lo.iter().zip(hi).map(|(a, b)| {
+                let mut both = [0.0; WIDE];
+                both[..ROWS].copy_from_slice(a);
+                both[ROWS..].copy_from_slice(b);
+                both
+            }));
+        }
+        halves(&mut self.quads, &lo.quads, &hi.quads);
+        floats(&mut self.scales, &lo.scales, &hi.scales);
+        floats(&mut self.mins, &lo.mins, &hi.mins);
+        halves(&mut self.sub_first, &lo.sub_first, &hi.sub_first);
+        halves(&mut self.sub_second, &lo.sub_second, &hi.sub_second);
+        halves(&mut self.sub_offset, &lo.sub_offset, &hi.sub_offset);
+    }
+}
+
+/// [`tile_dot_sub16`] on a [`Wide`] tile in AVX-512: sixteen rows.
+#[inline(always)]
+fn wide_dot_sub16<const T: usize>(simd: V4, wide: &Wide, acts: [&Act; T]) -> [[f32; WIDE]; T] {
+    let (f, bw) = (simd.avx512f, simd.avx512bw);
+    let zero = f._mm512_setzero_si512();
+    let mut acc = [f._mm512_setzero_ps(); T];
+    let (runs, _) = wide.quads.as_chunks::<8>();
+    let act_runs: [&[[i32; 8]]; T] = acts.map(|a| a.quads.as_chunks::<8>().0);
+    let per_run = wide
+        .scales
+        .iter()
+        .zip(&wide.sub_first)
+        .zip(&wide.sub_second)
+        .zip(&wide.sub_offset);
+    for (s, (run, (((scales, first), second), offset))) in runs.iter().zip(per_run).enumerate() {
+        let mut sums = [zero; T];
+        for t in 0..T {
+            let a_run = act_runs[t].get(s).unwrap_or(&[0; 8]);
+            for (i, (quads, acts)) in run.chunks_exact(2).zip(a_run.chunks_exact(2)).enumerate() {
+                let mut narrow = zero;
+                for (w, a) in quads.iter().zip(acts) {
+                    let a = f._mm512_set1_epi32(*a);
+                    narrow = bw._mm512_add_epi16(narrow, bw._mm512_maddubs_epi16(*w, a));
+                }
+                let scale = if i < 2 { *first } else { *second };
+                sums[t] = f._mm512_add_epi32(sums[t], bw._mm512_madd_epi16(narrow, scale));
+            }
+            let act_sums = acts[t].sums16.get(s).copied().unwrap_or(0);
+            let offset = bw._mm512_madd_epi16(*offset, f._mm512_set1_epi32(act_sums));
+            sums[t] = f._mm512_sub_epi32(sums[t], offset);
+        }
+        let scales = bytemuck::cast(*scales);
+        for t in 0..T {
+            let d = acts[t].d.get(s).copied().unwrap_or(0.0);
+            acc[t] = f._mm512_fmadd_ps(
+                f._mm512_cvtepi32_ps(sums[t]),
+                f._mm512_mul_ps(scales, f._mm512_set1_ps(d)),
+                acc[t],
+            );
+        }
+    }
+    acc.map(bytemuck::cast)
+}
+
+/// [`tile_dot`] on a [`Wide`] tile in AVX-512, for unsigned types: sixteen rows.
+#[inline(always)]
+fn wide_dot<const T: usize, const Q: usize, const ADD16: usize>(
+    simd: V4,
+    wide: &Wide,
+    acts: [&Act; T],
+) -> [[f32; WIDE]; T] {
+    let (f, bw) = (simd.avx512f, simd.avx512bw);
+    let ones = f._mm512_set1_epi16(1);
+    let zero = f._mm512_setzero_si512();
+    let mut acc = [f._mm512_setzero_ps(); T];
+    let (runs, _) = wide.quads.as_chunks::<Q>();
+    let act_runs: [&[[i32; Q]]; T] = acts.map(|a| a.quads.as_chunks::<Q>().0);
+    let dsums: [&[f32]; T] = acts.map(|a| if Q == 4 { &a.dsum16[..] } else { &a.dsum32[..] });
+    for (s, ((run, scales), mins)) in runs.iter().zip(&wide.scales).zip(&wide.mins).enumerate() {
+        let a_runs: [&[i32; Q]; T] = act_runs.map(|a| a.get(s).unwrap_or(&[0; Q]));
+        let mut sums = [zero; T];
+        for t in 0..T {
+            let mut narrow = zero;
+            for (i, w) in run.iter().enumerate() {
+                let pairs = bw._mm512_maddubs_epi16(*w, f._mm512_set1_epi32(a_runs[t][i]));
+                if ADD16 == 1 {
+                    sums[t] = f._mm512_add_epi32(sums[t], bw._mm512_madd_epi16(pairs, ones));
+                } else {
+                    narrow = bw._mm512_add_epi16(narrow, pairs);
+                    if (i + 1) % ADD16 == 0 || i + 1 == Q {
+                        sums[t] = f._mm512_add_epi32(sums[t], bw._mm512_madd_epi16(narrow, ones));
+                        narrow = zero;
+                    }
+                }
+            }
+        }
+        let (scales, mins) = (bytemuck::cast(*scales), bytemuck::cast(*mins));
+        let block = s * Q / 8;
+        for t in 0..T {
+            let d = acts[t].d.get(block).copied().unwrap_or(0.0);
+            let dsum = dsums[t].get(s).copied().unwrap_or(0.0);
+            acc[t] = f._mm512_fmadd_ps(
+                f._mm512_cvtepi32_ps(sums[t]),
+                f._mm512_mul_ps(scales, f._mm512_set1_ps(d)),
+                acc[t],
+            );
+            acc[t] = f._mm512_fnmadd_ps(mins, f._mm512_set1_ps(dsum), acc[t]);
+        }
+    }
+    acc.map(bytemuck::cast)
+}
+
+/// [`wide_dot`] for weight type `K` (unsigned: [`fits_avx512`]).
+#[inline(always)]
+fn wide_dot_for<K: Kernel, const T: usize>(
+    simd: V4,
+    wide: &Wide,
+    acts: [&Act; T],
+) -> [[f32; WIDE]; T] {
+    if K::SUB16 {
+        return wide_dot_sub16::<T>(simd, wide, acts);
+    }
+    match (K::SUB, K::ADD16) {
+        (32, a) if a >= 8 => wide_dot::<T, 8, 8>(simd, wide, acts),
+        (32, a) if a >= 4 => wide_dot::<T, 8, 4>(simd, wide, acts),
+        (32, _) => wide_dot::<T, 8, 1>(simd, wide, acts),
+        (_, a) if a >= 2 => wide_dot::<T, 4, 2>(simd, wide, acts),
+        _ => wide_dot::<T, 4, 1>(simd, wide, acts),
+    }
+}
+
+/// Whether weight type `K` runs in AVX-512 tiles: unsigned values (AVX-512 has no `vpsignb`,
+/// so Q8_0 keeps to AVX2).
+pub fn fits_avx512<K: Kernel>() -> bool {
+    fits::<K>() && !K::SIGNED
+}
+
+/// `x · wᵀ` as [`matmul`], in AVX-512 tiles of [`WIDE`] rows (for `K` that [`fits_avx512`]).
+pub fn matmul_avx512<K: Kernel>(
+    simd: V4,
+    w: &[u8],
+    n: usize,
+    k: usize,
+    x: &[f32],
+    m: usize,
+) -> Vec<f32> {
+    let acts: Vec<Act> = x.chunks_exact(k).take(m).map(quantize).collect();
+    by_tiles::<WIDE, _>(n, m, |tiles, store| {
+        let job = WideTiles::<K> {
+            simd,
+            w,
+            n,
+            k,
+            acts: &acts,
+            tiles,
+            store,
+            kernel: std::marker::PhantomData,
+        };
+        pulp::Simd::vectorize(simd, job)
+    })
+}
+
+/// One thread's share of [`matmul_avx512`]. A `WithSimd` (whose body pulp inlines into its
+/// AVX-512 context) rather than a closure, which is not reliably inlined there, leaving every
+/// intrinsic a function call.
+struct WideTiles<'a, K> {
+    simd: V4,
+    w: &'a [u8],
+    n: usize,
+    k: usize,
+    acts: &'a [Act],
+    tiles: std::ops::Range<usize>,
+    store: &'a (dyn Fn(usize, usize, usize, [f32; WIDE]) + Sync),
+    kernel: std::marker::PhantomData<K>,
+}
+
+impl<K: Kernel> pulp::WithSimd for WideTiles<'_, K> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let Self {
+            simd,
+            w,
+            n,
+            k,
+            acts,
+            tiles,
+            store,
+            ..
+        } = self;
+        let row_bytes = k / K::BLOCK * K::BLOCK_BYTES;
+        let (mut lo, mut hi, mut wide) = (Tile::default(), Tile::default(), Wide::default());
+        for r0 in tiles.map(|t| t * WIDE) {
+            let rows = rows_at(w, row_bytes, r0, WIDE, n);
+            let (first, second) = rows.split_at(rows.len().min(ROWS));
+            lo.pack::<K>(first, k);
+            hi.pack::<K>(second, k);
+            wide.join(&lo, &hi);
+            let mut groups = acts.chunks_exact(GROUP);
+            let mut t = 0;
+            for group in groups.by_ref() {
+                let four: [&Act; GROUP] = std::array::from_fn(|i| &group[i]);
+                for (i, v) in wide_dot_for::<K, GROUP>(simd, &wide, four)
+                    .into_iter()
+                    .enumerate()
+                {
+                    store(t + i, r0, rows.len(), v);
+                }
+                t += GROUP;
+            }
+            for (i, act) in groups.remainder().iter().enumerate() {
+                let [v] = wide_dot_for::<K, 1>(simd, &wide, [act]);
+                store(t + i, r0, rows.len(), v);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -397,11 +666,32 @@ mod tests {
             eprintln!("no AVX2 on this CPU: the tiled kernel does not run");
             return;
         };
-        let (n, k, m) = (21, 512, 19);
+        // 37 rows: two whole AVX-512 tiles and a partial one (five rows, all in its low half).
+        let (n, k, m) = (37, 512, 19);
         let (bytes, dense) = super::super::test_weights(dtype, n, k, 11);
         let mut rng = fastrand::Rng::with_seed(12);
         let x: Vec<f32> = (0..m * k).map(|_| rng.f32() * 2.0 - 1.0).collect();
-        let ours = matmul::<K>(simd, &bytes, n, k, &x, m);
+        let mut runs = vec![("AVX2", matmul::<K>(simd, &bytes, n, k, &x, m))];
+        match V4::try_new() {
+            Some(simd) if fits_avx512::<K>() => {
+                runs.push(("AVX-512", matmul_avx512::<K>(simd, &bytes, n, k, &x, m)));
+            }
+            Some(_) => {}
+            None => eprintln!("no AVX-512 on this CPU: its tiles are not tested here"),
+        }
+        for (isa, ours) in runs {
+            agrees(isa, dtype, (n, k, m), &dense, &x, &ours);
+        }
+    }
+
+    fn agrees(
+        isa: &str,
+        dtype: GgmlDType,
+        (n, k, m): (usize, usize, usize),
+        dense: &[f32],
+        x: &[f32],
+        ours: &[f32],
+    ) {
         assert_eq!(ours.len(), m * n);
         for t in 0..m {
             let act = super::super::q8_0::quantize(&x[t * k..(t + 1) * k]);
@@ -418,7 +708,7 @@ mod tests {
                 let got = f64::from(ours[t * n + r]);
                 assert!(
                     (got - exact).abs() < 1e-3,
-                    "{dtype:?} [{t}, {r}]: {got} vs {exact}"
+                    "{isa} {dtype:?} [{t}, {r}]: {got} vs {exact}"
                 );
             }
         }
