@@ -142,7 +142,7 @@ fn long_version() -> String {
     .filter_map(|(name, on)| on.then_some(name))
     .collect();
     format!(
-        "{}\ntarget: {}-{}\nsimd: {}",
+        "{}\ntarget: {}-{}\nsimd: {}\nrun-time simd: {}",
         env!("CARGO_PKG_VERSION"),
         std::env::consts::ARCH,
         std::env::consts::OS,
@@ -150,8 +150,21 @@ fn long_version() -> String {
             "none".to_string()
         } else {
             simd.join(" ")
-        }
+        },
+        run_time_simd()
     )
+}
+
+/// What this CPU adds that some kernels pick at run time: the prompt-batch and embedding
+/// products run in AVX-512 (F, BW) where it is there, whatever the build targets.
+fn run_time_simd() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+    {
+        return "avx512f avx512bw (prompt-batch and embedding kernels)";
+    }
+    "none beyond the build's"
 }
 
 fn init_logging(verbose: u8, quiet: bool) {

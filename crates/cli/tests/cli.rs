@@ -171,7 +171,8 @@ fn version_says_what_the_binary_was_built_for_and_help_has_examples() {
             env!("CARGO_PKG_VERSION")
         )))
         .stdout(predicate::str::contains("target: "))
-        .stdout(predicate::str::contains("simd: "));
+        .stdout(predicate::str::contains("simd: "))
+        .stdout(predicate::str::contains("run-time simd: "));
     corral(dir.path())
         .arg("--help")
         .assert()

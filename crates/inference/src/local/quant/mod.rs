@@ -13,7 +13,7 @@
 //!   rows run against every activation row, `GROUP` activation rows at a time;
 //! - longer prompt batches (AVX2 or AVX-512) go through [`tiled`]: eight weight rows at a time
 //!   are unpacked to bytes and interleaved in a per-thread buffer (two such tiles side by side
-//!   in AVX-512, for the unsigned types), and met by every activation row;
+//!   in AVX-512), and met by every activation row;
 //!   these results agree with the dot products to rounding, not to the bit;
 //! - AVX2 runs through `pulp`'s safe intrinsics behind a run-time check (no `unsafe` in this
 //!   crate), else plain Rust; the dot-product kernels' two versions give the same bits.
@@ -90,9 +90,7 @@ pub fn fits<K: Kernel>(k: usize) -> bool {
 pub fn matmul<K: Kernel>(w: &[u8], n: usize, k: usize, x: &[f32], m: usize) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
     if m >= tiled::MIN_ROWS && tiled::fits::<K>() {
-        if tiled::fits_avx512::<K>()
-            && let Some(simd) = V4::try_new()
-        {
+        if let Some(simd) = V4::try_new() {
             return tiled::matmul_avx512::<K>(simd, w, n, k, x, m);
         }
         if let Some(simd) = V3::try_new() {

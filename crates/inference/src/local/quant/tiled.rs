@@ -13,8 +13,9 @@
 //!
 //! Where the CPU has AVX-512 (F and BW), two packed tiles are joined into one of sixteen rows,
 //! each 64-byte vector holding the first tile's 32 bytes and then the second's, so that one
-//! 512-bit `vpmaddubsw` does the work of two ([`matmul_avx512`]). Only for unsigned weight
-//! types: AVX-512 has no `vpsignb`, so Q8_0 keeps its AVX2 tiles. This runs through pulp's `V4`
+//! 512-bit `vpmaddubsw` does the work of two ([`matmul_avx512`]). AVX-512 has no `vpsignb`: for
+//! Q8_0 a masked subtraction from zero gives each activation the weights' signs. This runs
+//! through pulp's `V4`
 //! as a `WithSimd` whose body is inlined into the AVX-512 context (a closure is not reliably
 //! inlined there, and then each intrinsic runs as a function call).
 //!
@@ -415,6 +416,9 @@ type Quad512 = std::arch::x86_64::__m512i;
 #[derive(Debug, Default)]
 struct Wide {
     quads: Vec<Quad512>,
+    /// For signed types: `|quads|` bytewise, and per vector a bit for each negative byte.
+    abs: Vec<Quad512>,
+    negative: Vec<u64>,
     scales: Vec<[f32; WIDE]>,
     mins: Vec<[f32; WIDE]>,
     sub_first: Vec<Quad512>,
@@ -445,6 +449,14 @@ impl Wide {
             }));
         }
         halves(&mut self.quads, &lo.quads, &hi.quads);
+        halves(&mut self.abs, &lo.abs, &hi.abs);
+        self.negative.clear();
+        if !self.abs.is_empty() {
+            self.negative.extend(self.quads.iter().map(|q| {
+                let bytes: [u8; 64] = bytemuck::cast(*q);
+                (0..64).fold(0u64, |bits, i| bits | u64::from(bytes[i] >> 7) << i)
+            }));
+        }
         floats(&mut self.scales, &lo.scales, &hi.scales);
         floats(&mut self.mins, &lo.mins, &hi.mins);
         halves(&mut self.sub_first, &lo.sub_first, &hi.sub_first);
@@ -497,9 +509,11 @@ fn wide_dot_sub16<const T: usize>(simd: V4, wide: &Wide, acts: [&Act; T]) -> [[f
     acc.map(bytemuck::cast)
 }
 
-/// [`tile_dot`] on a [`Wide`] tile in AVX-512, for unsigned types: sixteen rows.
+/// [`tile_dot`] on a [`Wide`] tile in AVX-512: sixteen rows. AVX-512 has no `vpsignb`; for
+/// signed types each broadcast activation takes the weights' signs by a masked subtraction from
+/// zero, and meets `|w|`.
 #[inline(always)]
-fn wide_dot<const T: usize, const Q: usize, const ADD16: usize>(
+fn wide_dot<const T: usize, const Q: usize, const SIGNED: bool, const ADD16: usize>(
     simd: V4,
     wide: &Wide,
     acts: [&Act; T],
@@ -511,13 +525,23 @@ fn wide_dot<const T: usize, const Q: usize, const ADD16: usize>(
     let (runs, _) = wide.quads.as_chunks::<Q>();
     let act_runs: [&[[i32; Q]]; T] = acts.map(|a| a.quads.as_chunks::<Q>().0);
     let dsums: [&[f32]; T] = acts.map(|a| if Q == 4 { &a.dsum16[..] } else { &a.dsum32[..] });
+    let (abs_runs, _) = wide.abs.as_chunks::<Q>();
+    let (negative_runs, _) = wide.negative.as_chunks::<Q>();
     for (s, ((run, scales), mins)) in runs.iter().zip(&wide.scales).zip(&wide.mins).enumerate() {
         let a_runs: [&[i32; Q]; T] = act_runs.map(|a| a.get(s).unwrap_or(&[0; Q]));
+        let (abs, negative) = (abs_runs.get(s), negative_runs.get(s));
         let mut sums = [zero; T];
         for t in 0..T {
             let mut narrow = zero;
             for (i, w) in run.iter().enumerate() {
-                let pairs = bw._mm512_maddubs_epi16(*w, f._mm512_set1_epi32(a_runs[t][i]));
+                let a = f._mm512_set1_epi32(a_runs[t][i]);
+                let pairs = match (SIGNED, abs, negative) {
+                    (true, Some(abs), Some(negative)) => bw._mm512_maddubs_epi16(
+                        abs[i],
+                        bw._mm512_mask_sub_epi8(a, negative[i], zero, a),
+                    ),
+                    _ => bw._mm512_maddubs_epi16(*w, a),
+                };
                 if ADD16 == 1 {
                     sums[t] = f._mm512_add_epi32(sums[t], bw._mm512_madd_epi16(pairs, ones));
                 } else {
@@ -539,13 +563,15 @@ fn wide_dot<const T: usize, const Q: usize, const ADD16: usize>(
                 f._mm512_mul_ps(scales, f._mm512_set1_ps(d)),
                 acc[t],
             );
-            acc[t] = f._mm512_fnmadd_ps(mins, f._mm512_set1_ps(dsum), acc[t]);
+            if !SIGNED {
+                acc[t] = f._mm512_fnmadd_ps(mins, f._mm512_set1_ps(dsum), acc[t]);
+            }
         }
     }
     acc.map(bytemuck::cast)
 }
 
-/// [`wide_dot`] for weight type `K` (unsigned: [`fits_avx512`]).
+/// [`wide_dot`] for weight type `K` (as [`tile_dot_for`] picks [`tile_dot`]'s parameters).
 #[inline(always)]
 fn wide_dot_for<K: Kernel, const T: usize>(
     simd: V4,
@@ -555,22 +581,18 @@ fn wide_dot_for<K: Kernel, const T: usize>(
     if K::SUB16 {
         return wide_dot_sub16::<T>(simd, wide, acts);
     }
-    match (K::SUB, K::ADD16) {
-        (32, a) if a >= 8 => wide_dot::<T, 8, 8>(simd, wide, acts),
-        (32, a) if a >= 4 => wide_dot::<T, 8, 4>(simd, wide, acts),
-        (32, _) => wide_dot::<T, 8, 1>(simd, wide, acts),
-        (_, a) if a >= 2 => wide_dot::<T, 4, 2>(simd, wide, acts),
-        _ => wide_dot::<T, 4, 1>(simd, wide, acts),
+    match (K::SUB, K::SIGNED, K::ADD16) {
+        (32, true, _) => wide_dot::<T, 8, true, 1>(simd, wide, acts),
+        (_, true, _) => wide_dot::<T, 4, true, 1>(simd, wide, acts),
+        (32, false, a) if a >= 8 => wide_dot::<T, 8, false, 8>(simd, wide, acts),
+        (32, false, a) if a >= 4 => wide_dot::<T, 8, false, 4>(simd, wide, acts),
+        (32, false, _) => wide_dot::<T, 8, false, 1>(simd, wide, acts),
+        (_, false, a) if a >= 2 => wide_dot::<T, 4, false, 2>(simd, wide, acts),
+        _ => wide_dot::<T, 4, false, 1>(simd, wide, acts),
     }
 }
 
-/// Whether weight type `K` runs in AVX-512 tiles: unsigned values (AVX-512 has no `vpsignb`,
-/// so Q8_0 keeps to AVX2).
-pub fn fits_avx512<K: Kernel>() -> bool {
-    fits::<K>() && !K::SIGNED
-}
-
-/// `x · wᵀ` as [`matmul`], in AVX-512 tiles of [`WIDE`] rows (for `K` that [`fits_avx512`]).
+/// `x · wᵀ` as [`matmul`], in AVX-512 tiles of [`WIDE`] rows (for `K` that [`fits`]).
 pub fn matmul_avx512<K: Kernel>(
     simd: V4,
     w: &[u8],
@@ -673,10 +695,7 @@ mod tests {
         let x: Vec<f32> = (0..m * k).map(|_| rng.f32() * 2.0 - 1.0).collect();
         let mut runs = vec![("AVX2", matmul::<K>(simd, &bytes, n, k, &x, m))];
         match V4::try_new() {
-            Some(simd) if fits_avx512::<K>() => {
-                runs.push(("AVX-512", matmul_avx512::<K>(simd, &bytes, n, k, &x, m)));
-            }
-            Some(_) => {}
+            Some(simd) => runs.push(("AVX-512", matmul_avx512::<K>(simd, &bytes, n, k, &x, m))),
             None => eprintln!("no AVX-512 on this CPU: its tiles are not tested here"),
         }
         for (isa, ours) in runs {
