@@ -743,8 +743,8 @@ impl Model {
             let g = layer.gate.forward(&h)?;
             let u = layer.up.forward(&h)?;
             let a = match hp.arch {
-                Arch::Llama => gated(&g, &u, math::silu)?,
-                Arch::Gemma3 => gated(&g, &u, math::gelu_tanh_f16)?,
+                Arch::Llama => gated(&g, &u, |g, u| math::gate_in_place(g, u, math::silu))?,
+                Arch::Gemma3 => gated(&g, &u, math::gate_gelu_f16_in_place)?,
             };
             let d = layer.down.forward(&a)?;
             let d = match &layer.post_ffn_norm {
@@ -857,15 +857,30 @@ fn attend_one(
     Tensor::from_vec(out, (1, n_head * hd), &Device::Cpu)
 }
 
-/// A gated feed-forward unit's activation, `act(g) · u` elementwise, in one pass.
-fn gated(g: &Tensor, u: &Tensor, act: impl Fn(f32) -> f32) -> candle_core::Result<Tensor> {
+/// A gated feed-forward unit's activation, `act(g) · u` elementwise, in one pass: `gate(g, u)`
+/// overwrites `g`. A prompt batch's rows are shared out over the kernel threads.
+fn gated(
+    g: &Tensor,
+    u: &Tensor,
+    gate: impl Fn(&mut [f32], &[f32]) + Sync,
+) -> candle_core::Result<Tensor> {
+    /// Values per work item (and the fewest worth a hand-off to the kernel threads).
+    const PIECE: usize = 16 * 1024;
     let shape = g.shape().clone();
     let mut g = g.flatten_all()?.to_vec1::<f32>()?;
     let u = u.flatten_all()?.to_vec1::<f32>()?;
     if g.len() != u.len() {
         candle_core::bail!("gate of {} values against up of {}", g.len(), u.len());
     }
-    math::gate_in_place(&mut g, &u, act);
+    if g.len() <= PIECE {
+        gate(&mut g, &u);
+    } else {
+        par_pieces(g.chunks_mut(PIECE).collect(), |i, piece| {
+            if let Some(up) = u.get(i * PIECE..i * PIECE + piece.len()) {
+                gate(piece, up);
+            }
+        });
+    }
     Tensor::from_vec(g, shape, &Device::Cpu)
 }
 
