@@ -858,7 +858,7 @@ fn attend_one(
 }
 
 /// A gated feed-forward unit's activation, `act(g) · u` elementwise, in one pass: `gate(g, u)`
-/// overwrites `g`. A prompt batch's rows are shared out over the kernel threads.
+/// overwrites `g`. A prompt batch is shared out over the kernel threads in pieces of `PIECE`.
 fn gated(
     g: &Tensor,
     u: &Tensor,
